@@ -1,0 +1,14 @@
+"""fitnef: fit neural datasets (one small neural field per signal) with PyTorch."""
+from .mfn import FourierNet, GaborNet
+from .mlp import MLP
+from .rffnet import RFFNet
+from .siren import SIREN
+
+__all__ = ["SIREN", "MLP", "RFFNet", "FourierNet", "GaborNet", "open_store"]
+
+
+def open_store(path):
+    """Open a fitted neural dataset (see ``nefs.store.NefStore``)."""
+    from .store import open_store as _open
+
+    return _open(path)

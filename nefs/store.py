@@ -1,0 +1,205 @@
+"""The neural dataset on disk: a zarr v3 group that any zarr reader can open.
+
+Layout (T = number of NeF indices, P = parameters per NeF):
+  params (T, P) float32, chunked by fit chunk     labels, signal_idx, seed (T,) int64
+  <metric> (T,) float32 (psnr for images)         steps (T,) int32        done (T,) bool
+  attrs: param_layout, config (the identity), modality, nef, versions, metric, complete
+
+Crash safety: zarr's local store writes each chunk file atomically (temp file + rename); a row's
+params and metrics are written before its ``done`` flag, so a killed fit leaves rows either done
+and whole, or not done (refitted on resume). Every write holds an exclusive file lock, so processes
+fitting disjoint ranges into one store serialise their read-modify-write of shared chunks.
+"""
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import zarr
+from filelock import FileLock
+
+from .errors import FitnefError
+from .stack import ParamLayout
+
+ROW_ARRAYS = ("labels", "signal_idx", "seed")
+LOCK_NAME = ".fitnef.lock"
+
+
+def _lock(path: Path) -> FileLock:
+    path.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path / LOCK_NAME))
+
+
+def diff_keys(a, b, prefix="") -> list:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += diff_keys(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} (store) != {b!r} (now)"]
+
+
+class NefStore:
+    """A fitted neural dataset. Users get one from ``nefs.open_store(path)``."""
+
+    def __init__(self, path, group: zarr.Group):
+        self.path = Path(path)
+        self.group = group
+        attrs = group.attrs
+        self.layout = ParamLayout.from_json(attrs["param_layout"])
+        self.config = attrs["config"]
+        self.modality_info = attrs["modality"]
+        self.metric_name = attrs.get("metric", "psnr")
+
+    # -- creation / resume (used by the fitting tasks) ---------------------------------------
+    @classmethod
+    def create_or_open(cls, path, *, identity: dict, num_rows: int, layout: ParamLayout, rows: dict,
+                       chunk_rows: int, modality: dict, nef: dict, metric: str = "psnr",
+                       versions: Optional[dict] = None) -> "NefStore":
+        path = Path(path)
+        identity = json.loads(json.dumps(identity))  # plain JSON types, as stored
+        with _lock(path):
+            if (path / "zarr.json").exists():
+                group = zarr.open_group(str(path), mode="r+")
+                if group.attrs.get("complete"):
+                    stored = group.attrs["config"]
+                    diffs = diff_keys(stored, identity)
+                    if diffs:
+                        raise FitnefError(
+                            f"store {path} was fitted with a different config ({'; '.join(diffs)}); "
+                            f"use another task.nef_dir or the store's config")
+                    if group["params"].shape != (num_rows, layout.size):
+                        raise FitnefError(f"store {path} has {group['params'].shape} params, "
+                                          f"this run needs {(num_rows, layout.size)}")
+                    return cls(path, group)
+                # a creation that died half-way: nothing was fitted yet, start it again
+            chunk = max(1, min(int(chunk_rows), num_rows))
+            group = zarr.open_group(str(path), mode="w", zarr_format=3)
+            group.create_array("params", shape=(num_rows, layout.size), chunks=(chunk, layout.size),
+                               dtype="float32", fill_value=np.nan)
+            for name in ROW_ARRAYS:
+                arr = group.create_array(name, shape=(num_rows,), chunks=(chunk,), dtype="int64", fill_value=-1)
+                arr[:] = np.asarray(rows[name], dtype=np.int64)
+            group.create_array(metric, shape=(num_rows,), chunks=(chunk,), dtype="float32", fill_value=np.nan)
+            group.create_array("steps", shape=(num_rows,), chunks=(chunk,), dtype="int32", fill_value=0)
+            group.create_array("done", shape=(num_rows,), chunks=(chunk,), dtype="bool", fill_value=False)
+            group.attrs.update({
+                "param_layout": layout.to_json(), "config": identity, "modality": modality, "nef": nef,
+                "metric": metric, "versions": versions or {}, "format": "fitnef/1",
+            })
+            group.attrs["complete"] = True  # last: marks the creation as whole
+            return cls(path, group)
+
+    def pending(self, start: int, end: int) -> np.ndarray:
+        """Indices in [start, end) not yet done."""
+        done = self.group["done"][start:end]
+        return np.flatnonzero(~done) + start
+
+    def write_rows(self, rows: np.ndarray, params: np.ndarray, metric: np.ndarray, steps: np.ndarray) -> None:
+        """Write fitted rows (sorted indices); ``done`` is set only after the data is on disk."""
+        rows = np.asarray(rows)
+        g = self.group
+        with _lock(self.path):
+            for lo, hi in _runs(rows):
+                sl = slice(int(rows[lo]), int(rows[hi - 1]) + 1)
+                g["params"][sl] = params[lo:hi].astype(np.float32)
+                g[self.metric_name][sl] = metric[lo:hi].astype(np.float32)
+                g["steps"][sl] = steps[lo:hi].astype(np.int32)
+            for lo, hi in _runs(rows):
+                g["done"][int(rows[lo]):int(rows[hi - 1]) + 1] = True
+
+    # -- user API ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.group["params"].shape[0]
+
+    @property
+    def params(self):
+        """(T, P) zarr array; slice it (``store.params[rows]``) to read numpy."""
+        return self.group["params"]
+
+    def _vec(self, name):
+        return self.group[name][:]
+
+    labels = property(lambda self: self._vec("labels"))
+    signal_idx = property(lambda self: self._vec("signal_idx"))
+    seed = property(lambda self: self._vec("seed"))
+    done = property(lambda self: self._vec("done"))
+    steps = property(lambda self: self._vec("steps"))
+    metric = property(lambda self: self._vec(self.metric_name))
+
+    @property
+    def psnr(self):
+        return self._vec("psnr")
+
+    def unflatten(self, row) -> dict:
+        """One row -> {parameter name: tensor} for ``build_model().load_state_dict``."""
+        values = np.asarray(self.params[int(row)]) if np.ndim(row) == 0 else np.asarray(row)
+        return self.layout.unflatten(torch.from_numpy(values.astype(np.float32)))
+
+    def build_model(self) -> torch.nn.Module:
+        """The NeF module (untrained weights; load a row with ``load_state_dict(unflatten(i))``)."""
+        from hydra.utils import instantiate
+
+        return instantiate(self._nef_kwargs())
+
+    def _nef_kwargs(self) -> dict:
+        nef = dict(self.group.attrs["nef"])
+        nef.pop("name", None)
+        return nef
+
+    def model(self, row: int) -> torch.nn.Module:
+        m = self.build_model()
+        m.load_state_dict(self.unflatten(row))
+        return m
+
+    def _modality(self):
+        from tasks.registry import modality_class
+
+        return modality_class(self.modality_info["name"])
+
+    def reconstruct(self, rows, device="cpu") -> torch.Tensor:
+        """Decoded signals of ``rows`` on the dataset's grid (images: (n, C, H, W) in [0, 1])."""
+        rows = np.atleast_1d(np.asarray(rows))
+        flat = torch.from_numpy(np.asarray(self.params.get_orthogonal_selection((rows, slice(None)))))
+        return self._modality().reconstruct(self, flat, device=device)
+
+    def dataset(self, only_done: bool = True) -> "NefDataset":
+        return NefDataset(self, only_done)
+
+
+class NefDataset(torch.utils.data.Dataset):
+    """(flat params, label) pairs: a neural dataset as a plain torch Dataset."""
+
+    def __init__(self, store: NefStore, only_done: bool = True):
+        self.rows = np.flatnonzero(store.done) if only_done else np.arange(len(store))
+        self.params = np.asarray(store.params[:])[self.rows]
+        self.labels = store.labels[self.rows]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.params[i]), int(self.labels[i])
+
+
+def _runs(rows: np.ndarray):
+    """(lo, hi) positions of maximal runs of consecutive indices in a sorted array."""
+    if len(rows) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(rows)]])
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def open_store(path) -> NefStore:
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise FitnefError(f"no fitnef store at {path} (expected a zarr group with zarr.json)")
+    group = zarr.open_group(str(path), mode="r")
+    if "param_layout" not in group.attrs:
+        raise FitnefError(f"{path} is a zarr group but not a fitnef store (no param_layout attribute)")
+    return NefStore(path, group)

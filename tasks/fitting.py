@@ -1,0 +1,175 @@
+"""Fit a range of NeF indices into a store: index scheme, chunking, resume, progress, summary.
+
+Modality-agnostic: the modality (tasks/registry.py) turns signal indices into a ``Problem``; the
+engine (nefs/engine.py) fits a chunk; the store (nefs/store.py) keeps what is done.
+"""
+import logging
+import math
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nefs.engine import ChunkFitter
+from nefs.errors import FitnefError
+from nefs.stack import ParamLayout, init_stacked
+from nefs.store import NefStore
+
+from .registry import modality_class
+
+log = logging.getLogger(__name__)
+
+# Keys that say how a run executes, not what it computes: they may differ between runs on one store.
+RUN_ONLY_KEYS = ("device", "task.nef_dir", "task.train.start_idx", "task.train.end_idx",
+                 "task.train.num_parallel_nefs", "task.train.multi_gpu", "task.train.compile",
+                 "task.log", "task.shard", "task.num_shards", "dataset.path", "dataset.out_channels",
+                 "logger", "hydra")
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The resolved config minus run-only keys: what a store's NeFs depend on."""
+    d = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in RUN_ONLY_KEYS:
+        *parents, last = dotted.split(".")
+        node = d
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return d
+
+
+def resolve_device(name: str) -> torch.device:
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FitnefError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise FitnefError(f"device={name!r} is not one of auto, cpu, cuda, cuda:<n>")
+    return torch.device(name)
+
+
+def build_nef(nef_cfg, in_features: int, out_features: int) -> torch.nn.Module:
+    kwargs = OmegaConf.to_container(nef_cfg, resolve=True)
+    kwargs.pop("name", None)
+    try:
+        return instantiate(kwargs, in_features=in_features, out_features=out_features)
+    except Exception as e:  # hydra wraps constructor errors; show the cause in one line
+        cause = e.__cause__ or e
+        raise FitnefError(f"cannot build nef {nef_cfg.get('name')}: {cause}") from None
+
+
+def versions() -> dict:
+    out = {}
+    for pkg in ("fitnef", "torch", "zarr", "numpy", "hydra-core"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class FitSummary:
+    fitted: int
+    total_done: int
+    total: int
+    psnr_mean: float
+    psnr_std: float
+    nefs_per_s: float
+    train_s: float
+    store: str
+    metric: str = "psnr"
+
+    def line(self) -> str:
+        unit = " dB" if self.metric == "psnr" else ""
+        return (f"fitted {self.fitted} NeFs ({self.total_done}/{self.total} done in store): "
+                f"{self.metric} {self.psnr_mean:.2f} ± {self.psnr_std:.2f}{unit}, "
+                f"{self.nefs_per_s:.1f} NeFs/s, store {self.store}")
+
+
+def _chunks(rows: np.ndarray, size: int):
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
+
+
+def load_modality(cfg: DictConfig):
+    dataset = instantiate(cfg.dataset)
+    data = dataset.load()
+    cls = modality_class(cfg.task.name)
+    return cls(data.images), data.labels
+
+
+def fit(cfg: DictConfig) -> FitSummary:
+    tr = cfg.task.train
+    device = resolve_device(cfg.device)
+    modality, labels = load_modality(cfg)
+    seeds = [int(s) for s in cfg.task.seeds]
+    if not seeds:
+        raise FitnefError("task.seeds is empty; give at least one seed, e.g. task.seeds=[0]")
+    m = len(modality)
+    total = len(seeds) * m
+    start = int(tr.start_idx)
+    end = total if tr.end_idx is None else int(tr.end_idx)
+    if not 0 <= start < end <= total:
+        raise FitnefError(f"task.train.start_idx={start}, end_idx={end}: need 0 <= start < end <= {total} "
+                          f"({len(seeds)} seeds x {m} signals)")
+    if not 0 < float(tr.masked_portion) <= 1:
+        raise FitnefError(f"task.train.masked_portion={tr.masked_portion}: must be in (0, 1]")
+    chunk = int(tr.num_parallel_nefs)
+    if chunk < 1:
+        raise FitnefError(f"task.train.num_parallel_nefs={chunk}: must be >= 1")
+
+    template = build_nef(cfg.nef, modality.in_features, modality.out_features)
+    layout = ParamLayout.of(template)
+    all_idx = np.arange(total)
+    seed_of = np.asarray(seeds, dtype=np.int64)[all_idx // m]
+    store = NefStore.create_or_open(
+        cfg.task.nef_dir, identity=identity(cfg), num_rows=total, layout=layout,
+        rows={"labels": np.tile(np.asarray(labels), len(seeds)), "signal_idx": all_idx % m, "seed": seed_of},
+        chunk_rows=chunk, modality=modality.attrs(), nef=OmegaConf.to_container(cfg.nef, resolve=True),
+        metric=modality.metric_name, versions=versions())
+    pending = store.pending(start, end)
+    log.info("store %s: %d of [%d, %d) to fit", store.path, len(pending), start, end)
+
+    schedule = instantiate(cfg.scheduler)
+    fitter = ChunkFitter(template=build_nef(cfg.nef, modality.in_features, modality.out_features).to(device),
+                         optimizer=instantiate(cfg.optimizer), schedule=schedule, num_steps=tr.num_steps,
+                         check_every=tr.check_every, target=tr.target_psnr, compile=bool(tr.compile))
+    size = min(chunk, max(len(pending), 1))
+    metrics, fitted, train_s = [], 0, 0.0
+    bar = _progress(len(pending), enabled=bool(cfg.task.log.progress))
+    for rows in _chunks(pending, size):
+        padded = np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])  # one compiled shape
+        params0 = init_stacked(template, seed_of[padded], padded, bool(tr.fixed_init), device)
+        problem = modality.problem(padded % m, seed_of[padded], padded, tr.masked_portion, device)
+        res = fitter.fit(params0, problem)
+        n = len(rows)
+        flat = layout.flatten(res.params)[:n].cpu().numpy()
+        metric = res.metric[:n].cpu().numpy()
+        store.write_rows(rows, flat, metric, res.steps[:n].cpu().numpy())
+        metrics.append(metric)
+        fitted += n
+        train_s += res.train_s
+        bar.update(n)
+        allm = np.concatenate(metrics)
+        bar.set_postfix_str(f"{fitted / max(train_s, 1e-9):.1f} NeFs/s, {modality.metric_name} {allm.mean():.2f}")
+    bar.close()
+    allm = np.concatenate(metrics) if metrics else np.zeros(0)
+    return FitSummary(fitted=fitted, total_done=int(store.done.sum()), total=total,
+                      psnr_mean=float(allm.mean()) if fitted else math.nan,
+                      psnr_std=float(allm.std()) if fitted else math.nan,
+                      nefs_per_s=fitted / train_s if train_s else 0.0, train_s=train_s,
+                      store=str(store.path), metric=modality.metric_name)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="NeF", disable=not enabled, dynamic_ncols=True)

@@ -1,0 +1,112 @@
+"""Images as signals: coordinate grid, normalisation, per-step pixel sampling, loss and PSNR.
+
+Conventions follow fit-a-nef: coordinates on linspace(-1, 1) with coords[..., 0] the column (x)
+and coords[..., 1] the row (y) of a row-major flattened image; pixels standardised by the dataset's
+per-channel mean/std for training; metrics on the [0, 1] scale, reconstructions clamped to it.
+"""
+import math
+
+import numpy as np
+import torch
+
+from nefs.keyed import keyed_subset
+
+
+def make_grid(height: int, width: int, device=None) -> torch.Tensor:
+    """(H*W, 2) coordinates in [-1, 1], row-major over the image."""
+    ys = torch.linspace(-1, 1, height, device=device)
+    xs = torch.linspace(-1, 1, width, device=device)
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([x, y], dim=-1).reshape(-1, 2)
+
+
+def psnr(pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
+    """Per-item PSNR (peak 1) over all but the first dim; inputs on the [0, 1] scale."""
+    mse = ((pred01 - target01) ** 2).flatten(1).mean(dim=1)
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+class ImageModality:
+    name = "image"
+    metric_name = "psnr"
+    in_features = 2
+
+    def __init__(self, images: np.ndarray, mean=None, std=None):
+        """images: uint8 (M, H, W, C). mean/std: per channel on [0, 1]; default from the data."""
+        self.images = images
+        m, self.height, self.width, self.channels = images.shape
+        if mean is None:
+            x = images.reshape(-1, self.channels).astype(np.float64) / 255.0
+            mean = x.mean(axis=0)
+            std = np.sqrt(np.maximum((x ** 2).mean(axis=0) - mean ** 2, 1e-12))
+        self.mean = torch.tensor(np.asarray(mean), dtype=torch.float32)
+        self.std = torch.tensor(np.asarray(std), dtype=torch.float32)
+
+    @property
+    def out_features(self) -> int:
+        return self.channels
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def attrs(self) -> dict:
+        """What a store needs to decode its NeFs without the dataset."""
+        return {"name": self.name, "shape": [self.height, self.width, self.channels],
+                "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def targets01(self, signal_idx: np.ndarray, device=None) -> torch.Tensor:
+        """(n, H*W, C) ground truth on [0, 1]."""
+        x = torch.from_numpy(self.images[np.asarray(signal_idx)])
+        return x.to(device).reshape(len(signal_idx), -1, self.channels).float() / 255.0
+
+    def problem(self, signal_idx, seeds, nef_idx, masked_portion: float = 1.0, device=None) -> "ImageProblem":
+        gt = self.targets01(signal_idx, device)
+        return ImageProblem(gt, self.mean.to(device), self.std.to(device),
+                            make_grid(self.height, self.width, device),
+                            torch.as_tensor(np.asarray(seeds), device=device),
+                            torch.as_tensor(np.asarray(nef_idx), device=device), masked_portion)
+
+    @staticmethod
+    def reconstruct(store, flat_params: torch.Tensor, device="cpu") -> torch.Tensor:
+        """Rows of a store -> (n, C, H, W) images clamped to [0, 1]."""
+        from nefs.stack import stacked_forward
+
+        h, w, c = store.modality_info["shape"]
+        mean = torch.tensor(store.modality_info["mean"], device=device)
+        std = torch.tensor(store.modality_info["std"], device=device)
+        template = store.build_model().to(device)
+        params = store.layout.unflatten(flat_params.to(device))
+        with torch.no_grad():
+            pred = stacked_forward(template)(params, make_grid(h, w, device))
+        img = (pred * std + mean).clamp(0, 1)
+        return img.reshape(-1, h, w, c).permute(0, 3, 1, 2).contiguous()
+
+
+class ImageProblem:
+    """One chunk of images for the engine (see nefs.engine.Problem)."""
+
+    def __init__(self, gt01, mean, std, coords, seeds, nef_idx, masked_portion):
+        self.gt01 = gt01
+        self.mean, self.std = mean, std
+        self.targets = (gt01 - mean) / std
+        self.coords = coords
+        self.seeds, self.nef_idx = seeds, nef_idx
+        self.masked_portion = float(masked_portion)
+        self.num_sampled = max(1, int(self.masked_portion * coords.shape[0]))
+
+    def train_batch(self, step: int):
+        if self.masked_portion >= 1.0:
+            return self.coords, self.targets, False
+        idx = keyed_subset(self.seeds, self.nef_idx, step, self.coords.shape[0], self.num_sampled)
+        coords = self.coords[idx]                                        # (n, k, 2)
+        targets = torch.gather(self.targets, 1, idx[..., None].expand(-1, -1, self.targets.shape[-1]))
+        return coords, targets, True
+
+    @staticmethod
+    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((pred - target) ** 2).mean()
+
+    def metric(self, forward, params) -> torch.Tensor:
+        with torch.no_grad():
+            pred = forward(params, self.coords)
+        return psnr((pred * self.std + self.mean).clamp(0, 1), self.gt01)
