@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # Keys that say how a run executes, not what it computes: they may differ between runs on one store.
 RUN_ONLY_KEYS = ("device", "task.nef_dir", "task.train.start_idx", "task.train.end_idx",
                  "task.train.num_parallel_nefs", "task.train.multi_gpu", "task.train.compile",
-                 "task.log", "task.shard", "task.num_shards", "dataset.path", "dataset.out_channels",
+                 "task.log", "task.wandb", "task.shard", "task.num_shards", "dataset.path", "dataset.out_channels",
                  "logger", "hydra")
 
 
