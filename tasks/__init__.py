@@ -1,0 +1,2 @@
+"""Entry points (``python -m tasks.fit``) and the per-modality pieces (tasks/image, ...)."""
+from . import schema  # noqa: F401  registers the structured configs with Hydra

@@ -1,0 +1,54 @@
+"""Structured configs: types for the task group, so a bad override fails early with Hydra's
+readable message (e.g. "Value 'abc' of type 'str' could not be converted to Integer")."""
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class TrainConfig:
+    start_idx: int = 0
+    end_idx: Optional[int] = None
+    num_parallel_nefs: int = 256
+    num_steps: int = 500
+    fixed_init: bool = True
+    masked_portion: float = 1.0
+    target_psnr: Optional[float] = None
+    check_every: int = 10
+    multi_gpu: bool = False
+    compile: bool = True
+
+
+@dataclass
+class LogConfig:
+    progress: bool = True
+    loss: int = 10
+    metrics: int = 10
+    images: int = 500
+    use_wandb: bool = False
+
+
+@dataclass
+class WandbConfig:
+    entity: Optional[str] = None
+    project: str = "fitnef"
+    name: Optional[str] = None
+
+
+@dataclass
+class ImageTaskConfig:
+    name: str = "image"
+    seeds: List[int] = field(default_factory=lambda: [0])
+    nef_dir: str = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+def register() -> None:
+    ConfigStore.instance().store(group="task", name="image_schema", node=ImageTaskConfig)
+
+
+register()

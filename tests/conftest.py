@@ -1,0 +1,25 @@
+"""Shared fixtures: compose the real Hydra config the way `python -m tasks.fit` does."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def compose(tmp_path):
+    """compose(*overrides) -> DictConfig of conf/config.yaml, with a store under tmp_path."""
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+
+    def _compose(*overrides, nef_dir=None):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return hcompose(config_name="config", overrides=[
+                f"task.nef_dir={nef_dir or tmp_path / 'store'}", "task.log.progress=false", *overrides])
+
+    return _compose

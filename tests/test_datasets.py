@@ -1,0 +1,387 @@
+"""Dataset readers: each test writes a tiny dataset in the real on-disk format and reads it back."""
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nefs.errors import FitnefError
+from tasks.image import datasets as D
+
+RNG = np.random.default_rng(0)
+
+
+def rand_u8(*shape):
+    return RNG.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+@pytest.fixture
+def data_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_PATH", str(tmp_path))
+    return tmp_path
+
+
+# -- MNIST ------------------------------------------------------------------------------------
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_mnist(root: Path, gzip_train: bool):
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    x_train, y_train = rand_u8(3, 28, 28), np.array([5, 0, 4], np.uint8)
+    x_test, y_test = rand_u8(2, 28, 28), np.array([7, 2], np.uint8)
+    files = {
+        "train-images-idx3-ubyte": x_train, "train-labels-idx1-ubyte": y_train,
+        "t10k-images-idx3-ubyte": x_test, "t10k-labels-idx1-ubyte": y_test,
+    }
+    for name, arr in files.items():
+        if gzip_train and name.startswith("train"):
+            (raw / (name + ".gz")).write_bytes(gzip.compress(idx_bytes(arr)))
+        else:
+            (raw / name).write_bytes(idx_bytes(arr))
+    return np.concatenate([x_train, x_test]), np.array([5, 0, 4, 7, 2])
+
+
+@pytest.mark.parametrize("gzip_train", [False, True])
+def test_mnist_train_then_test(data_path, gzip_train):
+    images, labels = write_mnist(data_path / "sub", gzip_train)
+    data = D.MNIST(name="MNIST", path="sub", out_channels=1).load()
+    assert data.images.dtype == np.uint8 and data.images.shape == (5, 28, 28, 1)
+    assert data.labels.dtype == np.int64
+    np.testing.assert_array_equal(data.images[..., 0], images)
+    np.testing.assert_array_equal(data.labels, labels)
+
+
+def test_mnist_absolute_path_ignores_data_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_PATH", str(tmp_path / "elsewhere"))
+    write_mnist(tmp_path / "abs", gzip_train=False)
+    assert D.MNIST(name="MNIST", path=str(tmp_path / "abs")).load().images.shape[0] == 5
+
+
+def test_mnist_bad_magic_and_truncated(data_path):
+    write_mnist(data_path, gzip_train=False)
+    raw = data_path / "MNIST" / "raw"
+    good = (raw / "t10k-images-idx3-ubyte").read_bytes()
+    (raw / "t10k-images-idx3-ubyte").write_bytes(good[:-10])
+    with pytest.raises(FitnefError, match="t10k-images-idx3-ubyte"):
+        D.MNIST(name="MNIST", path=".").load()
+    (raw / "t10k-images-idx3-ubyte").write_bytes(b"\x12\x34" + good[2:])
+    with pytest.raises(FitnefError, match="magic"):
+        D.MNIST(name="MNIST", path=".").load()
+
+
+def test_out_channels_mismatch_names_both(data_path):
+    write_mnist(data_path, gzip_train=False)
+    with pytest.raises(FitnefError) as err:
+        D.MNIST(name="MNIST", path=".", out_channels=3).load()
+    assert "out_channels=3" in str(err.value) and "have 1 channel" in str(err.value)
+
+
+def test_unknown_option_is_reported_by_load(data_path):
+    ds = D.MNIST(name="MNIST", path=".", resolutoin=32)  # typo must not pass silently
+    with pytest.raises(FitnefError, match="resolutoin"):
+        ds.load()
+
+
+# -- CIFAR10 ----------------------------------------------------------------------------------
+
+
+def test_cifar10_batches_in_order(data_path):
+    folder = data_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    hwc = rand_u8(12, 32, 32, 3)  # two images per batch
+    for b, name in enumerate(names):
+        chunk = hwc[2 * b: 2 * b + 2]
+        flat = chunk.transpose(0, 3, 1, 2).reshape(2, 3072)  # CHW-flattened, as on disk
+        batch = {b"data": flat, b"labels": [b % 10, (b + 3) % 10]}
+        if name == "test_batch":  # the real files give str keys after latin1 decoding
+            batch = {"data": flat, "labels": [b % 10, (b + 3) % 10]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    data = D.CIFAR10(name="CIFAR10", path=".").load()
+    assert data.images.shape == (12, 32, 32, 3) and data.images.dtype == np.uint8
+    np.testing.assert_array_equal(data.images, hwc)
+    np.testing.assert_array_equal(data.labels, [0, 3, 1, 4, 2, 5, 3, 6, 4, 7, 5, 8])
+
+
+def test_cifar10_corrupt_batch(data_path):
+    folder = data_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(b"not a pickle")
+    with pytest.raises(FitnefError, match="data_batch_1"):
+        D.CIFAR10(name="CIFAR10", path=".").load()
+
+
+# -- STL10 ------------------------------------------------------------------------------------
+
+
+def stl_bytes(hwc: np.ndarray) -> bytes:
+    # Each image: 3 planes of 96x96 stored column-major (column by column).
+    return b"".join(img[:, :, c].flatten(order="F").tobytes() for img in hwc for c in range(3))
+
+
+def test_stl10_orientation_and_splits(data_path):
+    folder = data_path / "stl10_binary"
+    folder.mkdir()
+    train, test, unlabeled = rand_u8(3, 96, 96, 3), rand_u8(2, 96, 96, 3), rand_u8(2, 96, 96, 3)
+    (folder / "train_X.bin").write_bytes(stl_bytes(train))
+    (folder / "train_y.bin").write_bytes(bytes([1, 10, 4]))
+    (folder / "test_X.bin").write_bytes(stl_bytes(test))
+    (folder / "test_y.bin").write_bytes(bytes([2, 3]))
+    (folder / "unlabeled_X.bin").write_bytes(stl_bytes(unlabeled))
+
+    data = D.STL10(name="STL10", path=".").load()
+    assert data.images.shape == (5, 96, 96, 3) and data.images.dtype == np.uint8
+    np.testing.assert_array_equal(data.images, np.concatenate([train, test]))
+    np.testing.assert_array_equal(data.labels, [0, 9, 3, 1, 2])
+
+    unl = D.STL10(name="STL10", path=".", split="unlabeled").load()
+    np.testing.assert_array_equal(unl.images, unlabeled)
+    np.testing.assert_array_equal(unl.labels, [-1, -1])
+
+    with pytest.raises(FitnefError, match="split"):
+        D.STL10(name="STL10", path=".", split="validation").load()
+
+
+def test_stl10_matches_torchvision_transform(data_path):
+    """Cross-check against torchvision's recipe: (N,3,96,96) -> transpose(0,1,3,2) -> HWC."""
+    folder = data_path / "stl10_binary"
+    folder.mkdir()
+    raw = rand_u8(2 * 3 * 96 * 96)
+    (folder / "train_X.bin").write_bytes(raw.tobytes())
+    (folder / "train_y.bin").write_bytes(bytes([1, 2]))
+    data = D.STL10(name="STL10", path=".", split="train").load()
+    tv = np.transpose(raw.reshape(-1, 3, 96, 96), (0, 1, 3, 2))
+    np.testing.assert_array_equal(data.images, tv.transpose(0, 2, 3, 1))
+
+
+# -- CelebA -----------------------------------------------------------------------------------
+
+
+def celeba_face(color):
+    """218x178 photo: red above and blue below fit-a-nef's 128x128 window (rows 60..187,
+    cols 25..152), yellow left/right of it, ``color`` inside."""
+    img = np.zeros((218, 178, 3), np.uint8)
+    img[:60] = (255, 0, 0)
+    img[188:] = (0, 0, 255)
+    img[60:188] = (255, 255, 0)
+    img[60:188, 25:153] = color
+    return img
+
+
+def test_celeba_sorted_cropped_resized(data_path):
+    folder = data_path / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    colors = {"000002.jpg": (0, 200, 0), "000001.jpg": (40, 40, 40), "195995.jpg": (9, 9, 9)}
+    for name, color in colors.items():
+        Image.fromarray(celeba_face(color)).save(folder / name, quality=95)
+    data = D.CelebA(name="CelebA", path=".").load()
+    assert data.images.shape == (2, 64, 64, 3) and data.images.dtype == np.uint8
+    np.testing.assert_array_equal(data.labels, [-1, -1])
+    for k, name in enumerate(["000001.jpg", "000002.jpg"]):  # sorted; 195995.jpg is skipped
+        diff = np.abs(data.images[k].astype(int) - colors[name])
+        assert diff[2:-2, 2:-2].max() < 30, (name, diff.max())  # JPEG noise only, no border
+
+    whole = D.CelebA(name="CelebA", path=".", resolution=16, crop=None, skip_listed=False).load()
+    assert whole.images.shape == (3, 16, 16, 3)
+    assert whole.images[0, 0, 8, 0] > 200 and whole.images[0, 0, 8, 2] < 50  # red top band
+
+
+# -- ImageNet ---------------------------------------------------------------------------------
+
+
+def wide_image(center, side):
+    """12x8 (WxH) image: ``center`` in the centered 8x8 square, ``side`` in the 2-px margins.
+    Saved as PNG bytes under a .JPEG name (as some real ImageNet files are) for exact pixels."""
+    img = np.empty((8, 12, 3), np.uint8)
+    img[:] = side
+    img[:, 2:10] = center
+    return Image.fromarray(img)
+
+
+@pytest.mark.parametrize("layout", ["imagenet/train", "train"])
+def test_imagenet_labels_by_sorted_wnid(data_path, layout):
+    files = {"n02/b.JPEG": (1, 2, 3), "n02/a.JPEG": (4, 5, 6), "n01/z.JPEG": (7, 8, 9)}
+    for rel, color in files.items():
+        path = data_path / layout / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wide_image(color, (250, 250, 250)).save(path, format="PNG")
+    gray = Image.new("L", (8, 8), 77)
+    gray.save(data_path / layout / "n01" / "y.JPEG", format="PNG")
+    data = D.ImageNet(name="ImageNet", path=".", resolution=4).load()
+    assert data.images.shape == (4, 4, 4, 3) and data.images.dtype == np.uint8
+    np.testing.assert_array_equal(data.labels, [0, 0, 1, 1])
+    expected = [(77, 77, 77), (7, 8, 9), (4, 5, 6), (1, 2, 3)]  # n01/y, n01/z, n02/a, n02/b
+    for img, color in zip(data.images, expected):
+        np.testing.assert_array_equal(img, np.broadcast_to(color, (4, 4, 3)))
+
+
+# -- TinyImageNet -----------------------------------------------------------------------------
+
+
+def test_tinyimagenet_train_and_val(data_path):
+    base = data_path / "tiny-imagenet-200"
+    wnids = ["n0002", "n0001"]
+    (base).mkdir()
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    train = {}
+    for wnid in wnids:
+        folder = base / "train" / wnid / "images"
+        folder.mkdir(parents=True)
+        for i in range(2):
+            arr = rand_u8(64, 64, 3)
+            Image.fromarray(arr).save(folder / f"{wnid}_{i}.JPEG", format="PNG")
+            train[(wnid, i)] = arr
+    gray = rand_u8(64, 64)
+    Image.fromarray(gray).save(base / "train" / "n0002" / "images" / "n0002_2.JPEG", format="PNG")
+    (base / "val" / "images").mkdir(parents=True)
+    val = [rand_u8(64, 64, 3) for _ in range(2)]
+    for i, arr in enumerate(val):
+        Image.fromarray(arr).save(base / "val" / "images" / f"val_{i}.JPEG", format="PNG")
+    (base / "val" / "val_annotations.txt").write_text(
+        "val_1.JPEG\tn0001\t0\t0\t63\t63\nval_0.JPEG\tn0002\t1\t2\t30\t40\n"
+    )
+
+    data = D.TinyImageNet(name="TinyImageNet", path=".").load()
+    assert data.images.shape == (5, 64, 64, 3) and data.images.dtype == np.uint8
+    np.testing.assert_array_equal(data.labels, [0, 0, 1, 1, 1])
+    order = [("n0001", 0), ("n0001", 1), ("n0002", 0), ("n0002", 1)]
+    np.testing.assert_array_equal(data.images[:4], np.stack([train[k] for k in order]))
+    np.testing.assert_array_equal(data.images[4], np.repeat(gray[..., None], 3, -1))
+
+    v = D.TinyImageNet(name="TinyImageNet", path=".", split="val").load()
+    np.testing.assert_array_equal(v.images, np.stack(val))
+    np.testing.assert_array_equal(v.labels, [1, 0])
+
+    both = D.TinyImageNet(name="TinyImageNet", path=".", split="train+val").load()
+    assert both.images.shape[0] == 7
+
+
+# -- ImageFolder ------------------------------------------------------------------------------
+
+
+def save(path: Path, arr: np.ndarray):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def test_folder_labels_order_and_rgba(data_path):
+    root = data_path / "imgs"
+    a, x, y, z = rand_u8(5, 6, 3), rand_u8(5, 6, 3), rand_u8(5, 6, 3), rand_u8(5, 6, 4)
+    save(root / "a.png", a)
+    save(root / "cats" / "x.png", x)
+    save(root / "dogs" / "y.png", y)
+    save(root / "dogs" / "sub" / "z.PNG", z)  # RGBA: alpha dropped
+    save(root / "cats-2" / "w.gif", x[:, :, 0])  # sorts after cats/ (path parts, not strings)
+    save(root / ".hidden" / "h.png", a)  # skipped
+    (root / "notes.txt").write_text("not an image")
+    data = D.ImageFolder(name="folder", path="imgs").load()
+    assert data.images.shape == (5, 5, 6, 3) and data.images.dtype == np.uint8
+    # a, cats/x, cats-2/w, dogs/sub/z, dogs/y
+    np.testing.assert_array_equal(data.labels, [-1, 0, 1, 2, 2])
+    w = np.repeat(x[:, :, :1], 3, -1)
+    np.testing.assert_array_equal(data.images, np.stack([a, x, w, z[..., :3], y]))
+
+
+def test_folder_gray_and_mixed(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATA_PATH", raising=False)
+    g1, g2, c = rand_u8(4, 4), rand_u8(4, 4), rand_u8(4, 4, 3)
+    save(tmp_path / "gray" / "1.png", g1)
+    save(tmp_path / "gray" / "2.bmp", g2)
+    data = D.ImageFolder(name="folder", path=str(tmp_path / "gray")).load()
+    assert data.images.shape == (2, 4, 4, 1)
+    np.testing.assert_array_equal(data.images[..., 0], np.stack([g1, g2]))
+
+    save(tmp_path / "gray" / "3.tif", c)
+    mixed = D.ImageFolder(name="folder", path=str(tmp_path / "gray")).load()
+    assert mixed.images.shape == (3, 4, 4, 3)
+    np.testing.assert_array_equal(mixed.images[0], np.repeat(g1[..., None], 3, -1))
+    np.testing.assert_array_equal(mixed.images[2], c)
+    with pytest.raises(FitnefError, match="out_channels=1.*3 channels"):
+        D.ImageFolder(name="folder", path=str(tmp_path / "gray"), out_channels=1).load()
+
+
+def test_folder_mixed_sizes(data_path):
+    save(data_path / "f" / "big.png", np.full((8, 12, 3), 50, np.uint8))
+    save(data_path / "f" / "small.png", np.full((4, 4, 3), 90, np.uint8))
+    with pytest.raises(FitnefError) as err:
+        D.ImageFolder(name="folder", path="f").load()
+    msg = str(err.value)
+    assert "big.png" in msg and "12x8" in msg and "small.png" in msg and "4x4" in msg
+    assert "resolution" in msg and "\n" not in msg
+    data = D.ImageFolder(name="folder", path="f", resolution=3).load()
+    assert data.images.shape == (2, 3, 3, 3)
+    expected = [np.full((3, 3), 50), np.full((3, 3), 90)]
+    np.testing.assert_array_equal(data.images[:, :, :, 0], expected)
+
+
+def test_folder_empty_and_unreadable(data_path):
+    (data_path / "empty").mkdir()
+    with pytest.raises(FitnefError, match="empty"):
+        D.ImageFolder(name="folder", path="empty").load()
+    (data_path / "bad").mkdir()
+    (data_path / "bad" / "broken.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(FitnefError, match="broken.png"):
+        D.ImageFolder(name="folder", path="bad").load()
+
+
+# -- missing data -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cls, expect",
+    [
+        (D.MNIST, "MNIST/raw"),
+        (D.CIFAR10, "cifar-10-batches-py"),
+        (D.STL10, "stl10_binary"),
+        (D.CelebA, "img_align_celeba"),
+        (D.ImageNet, "imagenet/train"),
+        (D.TinyImageNet, "tiny-imagenet-200"),
+        (D.ImageFolder, "nothing"),
+    ],
+)
+def test_missing_data_is_one_line_error_with_path(data_path, cls, expect):
+    with pytest.raises(FitnefError) as err:
+        cls(name="X", path="nothing").load()
+    msg = str(err.value)
+    assert str(data_path / "nothing") in msg and expect in msg
+    assert "DATA_PATH" in msg and "expected" in msg and "\n" not in msg
+
+
+# -- Digits and Hydra configs -----------------------------------------------------------------
+
+
+def test_digits():
+    data = D.Digits(name="digits", path=None).load()
+    assert data.images.shape == (1797, 28, 28, 1) and data.images.dtype == np.uint8
+    assert data.labels.dtype == np.int64 and set(data.labels.tolist()) == set(range(10))
+    assert data.images.max() == 255 and data.images.min() == 0
+    raw = D.Digits(name="digits", resolution=8).load()
+    from sklearn.datasets import load_digits
+
+    np.testing.assert_array_equal(raw.images[..., 0], np.round(load_digits().images * 255 / 16))
+    with pytest.raises(FitnefError, match="out_channels=3"):
+        D.Digits(name="digits", out_channels=3).load()
+
+
+def test_configs_instantiate():
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+    yamls = sorted(conf.glob("*.yaml"))
+    assert len(yamls) == 8
+    for file in yamls:
+        cfg = OmegaConf.load(file)
+        if OmegaConf.is_missing(cfg, "path"):
+            cfg.path = "somewhere"
+        ds = instantiate(cfg)
+        assert isinstance(ds, D.ImageDataset) and not ds._unknown, file.name
