@@ -100,10 +100,9 @@ def _chunks(rows: np.ndarray, size: int):
 
 
 def load_modality(cfg: DictConfig):
-    dataset = instantiate(cfg.dataset)
-    data = dataset.load()
-    cls = modality_class(cfg.task.name)
-    return cls(data.images), data.labels
+    """(modality, labels) for the configured dataset and task."""
+    data = instantiate(cfg.dataset).load()
+    return modality_class(cfg.task.name).from_data(data, cfg.task), data.labels
 
 
 def fit(cfg: DictConfig) -> FitSummary:
@@ -120,8 +119,6 @@ def fit(cfg: DictConfig) -> FitSummary:
     if not 0 <= start < end <= total:
         raise FitnefError(f"task.train.start_idx={start}, end_idx={end}: need 0 <= start < end <= {total} "
                           f"({len(seeds)} seeds x {m} signals)")
-    if not 0 < float(tr.masked_portion) <= 1:
-        raise FitnefError(f"task.train.masked_portion={tr.masked_portion}: must be in (0, 1]")
     chunk = int(tr.num_parallel_nefs)
     if chunk < 1:
         raise FitnefError(f"task.train.num_parallel_nefs={chunk}: must be >= 1")
@@ -141,14 +138,14 @@ def fit(cfg: DictConfig) -> FitSummary:
     schedule = instantiate(cfg.scheduler)
     fitter = ChunkFitter(template=build_nef(cfg.nef, modality.in_features, modality.out_features).to(device),
                          optimizer=instantiate(cfg.optimizer), schedule=schedule, num_steps=tr.num_steps,
-                         check_every=tr.check_every, target=tr.target_psnr, compile=bool(tr.compile))
+                         check_every=tr.check_every, target=modality.stop_target(tr), compile=bool(tr.compile))
     size = min(chunk, max(len(pending), 1))
     metrics, fitted, train_s = [], 0, 0.0
     bar = _progress(len(pending), enabled=bool(cfg.task.log.progress))
     for rows in _chunks(pending, size):
         padded = np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])  # one compiled shape
         params0 = init_stacked(template, seed_of[padded], padded, bool(tr.fixed_init), device)
-        problem = modality.problem(padded % m, seed_of[padded], padded, tr.masked_portion, device)
+        problem = modality.problem(padded % m, seed_of[padded], padded, tr, device)
         res = fitter.fit(params0, problem)
         n = len(rows)
         flat = layout.flatten(res.params)[:n].cpu().numpy()

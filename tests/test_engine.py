@@ -1,4 +1,6 @@
 """The engine's invariants: a NeF does not know it has neighbours."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +27,7 @@ def _fit(modality, idx, steps=40, compile=False, target=None, masked=1.0, templa
     fitter = ChunkFitter(template, torch.optim.Adam, Constant(lr), steps, check_every=5, target=target,
                          compile=compile)
     p0 = init_stacked(template, seeds, idx, fixed_init=False)
-    return fitter.fit(p0, modality.problem(idx % len(modality), seeds, idx, masked))
+    return fitter.fit(p0, modality.problem(idx % len(modality), seeds, idx, SimpleNamespace(masked_portion=masked)))
 
 
 @pytest.mark.parametrize("masked", [1.0, 0.5])

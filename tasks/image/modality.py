@@ -9,6 +9,7 @@ import math
 import numpy as np
 import torch
 
+from nefs.errors import FitnefError
 from nefs.keyed import keyed_subset
 
 
@@ -42,6 +43,17 @@ class ImageModality:
         self.mean = torch.tensor(np.asarray(mean), dtype=torch.float32)
         self.std = torch.tensor(np.asarray(std), dtype=torch.float32)
 
+    @classmethod
+    def from_data(cls, data, task_cfg=None) -> "ImageModality":
+        if task_cfg is not None and not 0 < float(task_cfg.train.masked_portion) <= 1:
+            raise FitnefError(f"task.train.masked_portion={task_cfg.train.masked_portion}: must be in (0, 1]")
+        return cls(data.images)
+
+    @staticmethod
+    def stop_target(train_cfg):
+        """Early-stop threshold on the metric (None: train all steps)."""
+        return train_cfg.target_psnr
+
     @property
     def out_features(self) -> int:
         return self.channels
@@ -59,7 +71,9 @@ class ImageModality:
         x = torch.from_numpy(self.images[np.asarray(signal_idx)])
         return x.to(device).reshape(len(signal_idx), -1, self.channels).float() / 255.0
 
-    def problem(self, signal_idx, seeds, nef_idx, masked_portion: float = 1.0, device=None) -> "ImageProblem":
+    def problem(self, signal_idx, seeds, nef_idx, train_cfg=None, device=None) -> "ImageProblem":
+        """The engine's view of these signals; train_cfg supplies ``masked_portion``."""
+        masked_portion = 1.0 if train_cfg is None else float(train_cfg.masked_portion)
         gt = self.targets01(signal_idx, device)
         return ImageProblem(gt, self.mean.to(device), self.std.to(device),
                             make_grid(self.height, self.width, device),
