@@ -1,34 +1,62 @@
-"""The hot path: fit one chunk of N NeFs with a vmapped, compiled gradient and torch.optim.
+"""The hot path: fit NeFs with a vmapped, compiled gradient.
 
 Loss = sum over NeFs of each NeF's own loss, so the gradient a NeF receives is exactly the one it
-would get alone; the optimizers act elementwise on the stacked tensors, so nothing couples NeFs.
-The per-NeF gradient is ``vmap(grad_and_value(loss))``, compiled once per (template, coords kind)
-and reused across chunks of the same size.
+would get alone; optimizers act elementwise on the stacked tensors, so nothing couples NeFs.
+The per-NeF gradient ``vmap(grad_and_value(loss))`` is compiled once for one chunk shape (the
+"unit"); other chunks are split into / padded to that shape, so nothing recompiles between chunks.
+
+Two loops share it:
+- ``ChunkFitter.fit``: a fixed chunk, torch.optim on the stacked tensors, early-stopped NeFs frozen.
+- ``ChunkFitter.fit_stream``: continuous batching for early stop — a NeF that reaches the target
+  frees its slot for the next NeF of the range, so the device stays full. Needs per-slot optimizer
+  state (nefs/slot_optim.py).
 """
+import copy
 import logging
+import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Callable, Iterator, Optional, Protocol
 
+import numpy as np
 import torch
 from torch.func import functional_call, grad_and_value
 
-from .stack import Params
+from .slot_optim import slot_optimizer
+from .stack import Params, stacked_forward
 
 log = logging.getLogger(__name__)
 
 
 class Problem(Protocol):
-    """What a modality gives the engine for one chunk (see tasks/image/modality.py)."""
+    """What a modality gives the engine for a chunk (see tasks/image/modality.py)."""
 
-    def train_batch(self, step: int):
-        """(coords, targets, batched): coords (P, D) shared, or (N, P, D) per NeF when batched."""
+    per_nef_fields: tuple   # attribute names of tensors with one row per NeF
 
-    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Scalar loss of ONE NeF (called under vmap)."""
+    def train_batch(self, step):
+        """(coords, targets, batched) for a step (int, or (N,) per-NeF steps): coords (P, D) shared,
+        or (N, P, D) per NeF when ``batched``."""
+
+    @staticmethod
+    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of ONE NeF (pure; called under vmap)."""
 
     def metric(self, forward: Callable, params: Params) -> torch.Tensor:
         """(N,) quality of each NeF, higher is better (PSNR, IoU)."""
+
+
+def take_rows(problem, index: torch.Tensor):
+    """A copy of ``problem`` restricted to (or repeating) the NeFs at ``index``."""
+    out = copy.copy(problem)
+    for f in problem.per_nef_fields:
+        setattr(out, f, getattr(problem, f)[index])
+    return out
+
+
+def assign_rows(problem, slots: torch.Tensor, other) -> None:
+    """Put ``other``'s NeFs into ``problem``'s rows ``slots`` (in place)."""
+    for f in problem.per_nef_fields:
+        getattr(problem, f)[slots] = getattr(other, f)
 
 
 @dataclass
@@ -36,14 +64,21 @@ class ChunkResult:
     params: Params          # final (or early-stopped) params, stacked
     metric: torch.Tensor    # (N,)
     steps: torch.Tensor     # (N,) steps each NeF was trained for
-    train_s: float
+    train_s: float          # time in the training loop, warm-up excluded
+    warmup_s: float = 0.0   # first step of the first chunk: compilation
 
 
 class ChunkFitter:
-    """Fits chunks of NeFs sharing one template architecture, optimizer and schedule."""
+    """Fits NeFs sharing one template architecture, optimizer and schedule.
+
+    micro_batch: at most this many NeFs per compiled call; larger chunks are fitted as consecutive
+    sub-chunks. On a CPU, throughput peaks once a chunk's activations fit in cache, so a big
+    ``num_parallel_nefs`` must not make it slower (None: no limit, the GPU default).
+    """
 
     def __init__(self, template: torch.nn.Module, optimizer: Callable, schedule: Callable[[int], float],
-                 num_steps: int, check_every: int = 10, target: Optional[float] = None, compile: bool = True):
+                 num_steps: int, check_every: int = 10, target: Optional[float] = None, compile: bool = True,
+                 micro_batch: Optional[int] = None):
         self.template = template
         self.optimizer = optimizer
         self.schedule = schedule
@@ -51,76 +86,175 @@ class ChunkFitter:
         self.check_every = max(int(check_every), 1)
         self.target = target
         self.compile = compile
+        self.micro_batch = micro_batch
+        self.unit: Optional[int] = None   # the one compiled chunk shape, fixed by the first call
         self._grad_fns: dict = {}
+        self._warm = False
+        self._warmup_s = 0.0
 
     # -- compiled pieces ---------------------------------------------------------------------
-    def _loss_of(self, problem: Problem):
-        template = self.template
-        loss = type(problem).loss  # a pure function of (pred, target): safe to compile once per type
-
-        def nef_loss(p, x, y):
-            return loss(functional_call(template, p, (x,)), y)
-
-        return nef_loss
-
-    def grad_fn(self, problem: Problem, batched: bool):
+    def grad_fn(self, problem, batched: bool):
         """vmap(grad_and_value(loss)) over NeFs; compiled when asked, eager if compiling fails."""
         k = (type(problem), batched)
         if k not in self._grad_fns:
-            fn = torch.vmap(grad_and_value(self._loss_of(problem)), in_dims=(0, 0 if batched else None, 0))
+            template, loss = self.template, type(problem).loss  # loss is pure: safe to compile per type
+
+            def nef_loss(p, x, y):
+                return loss(functional_call(template, p, (x,)), y)
+
+            fn = torch.vmap(grad_and_value(nef_loss), in_dims=(0, 0 if batched else None, 0))
             self._grad_fns[k] = _Compiled(fn) if self.compile else fn
         return self._grad_fns[k]
 
     def forward(self, batched: bool = False):
-        from .stack import stacked_forward
-
         return stacked_forward(self.template, batched)
 
-    # -- the loop ----------------------------------------------------------------------------
-    def fit(self, params: Params, problem: Problem, on_check: Optional[Callable] = None) -> ChunkResult:
+    def _unit_for(self, n: int) -> int:
+        if self.unit is None:
+            self.unit = min(n, self.micro_batch or n)
+        return self.unit
+
+    @property
+    def warmup_s(self) -> float:
+        return self._warmup_s
+
+    def _timed_step(self, fn):
+        """Run one training step; the very first one (compilation) is timed apart."""
+        if self._warm:
+            fn()
+            return 0.0
+        t = time.perf_counter()
+        fn()
+        self._warm = True
+        self._warmup_s = time.perf_counter() - t
+        return self._warmup_s
+
+    # -- fixed chunks --------------------------------------------------------------------------
+    def fit(self, params: Params, problem) -> ChunkResult:
+        n = next(iter(params.values())).shape[0]
+        unit = self._unit_for(n)
+        if n == unit:
+            return self._fit_unit(params, problem)
+        parts = []
+        for lo in range(0, n, unit):
+            idx = torch.arange(lo, min(lo + unit, n))
+            pad = torch.cat([idx, idx[-1:].repeat(unit - len(idx))])  # copies of the last NeF, dropped
+            dev = next(iter(params.values())).device
+            res = self._fit_unit({k: v[pad.to(dev)] for k, v in params.items()}, take_rows(problem, pad.to(dev)))
+            parts.append((res, len(idx)))
+        return ChunkResult(
+            params={k: torch.cat([r.params[k][:m] for r, m in parts]) for k in params},
+            metric=torch.cat([r.metric[:m] for r, m in parts]), steps=torch.cat([r.steps[:m] for r, m in parts]),
+            train_s=sum(r.train_s for r, _ in parts), warmup_s=sum(r.warmup_s for r, _ in parts))
+
+    def _fit_unit(self, params: Params, problem) -> ChunkResult:
         names = list(params)
-        params = {n: params[n].detach().clone() for n in names}
-        opt = self.optimizer([params[n] for n in names], lr=self.schedule(0), **_foreach(self.optimizer))
+        params = {k: params[k].detach().clone() for k in names}
+        opt = self.optimizer([params[k] for k in names], lr=self.schedule(0), **_foreach(self.optimizer))
         n = params[names[0]].shape[0]
         device = params[names[0]].device
         done = torch.zeros(n, dtype=torch.bool, device=device)
-        best = {k: v.clone() for k, v in params.items()} if self.target is not None else None
+        frozen = {k: v.clone() for k, v in params.items()} if self.target is not None else None
         steps = torch.full((n,), self.num_steps, dtype=torch.long, device=device)
-        metric = None
+        warmup = 0.0
         t0 = time.perf_counter()
         for step in range(self.num_steps):
-            coords, targets, batched = problem.train_batch(step)
-            grads, _ = self.grad_fn(problem, batched)(params, coords, targets)
-            lr = self.schedule(step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            for name in names:
-                params[name].grad = grads[name]
-            opt.step()
+            def one_step():
+                coords, targets, batched = problem.train_batch(step)
+                grads, _ = self.grad_fn(problem, batched)(params, coords, targets)
+                for g in opt.param_groups:
+                    g["lr"] = self.schedule(step)
+                for k in names:
+                    params[k].grad = grads[k]
+                opt.step()
+
+            warmup += self._timed_step(one_step)
             trained = step + 1
             if self.target is not None and (trained % self.check_every == 0 or trained == self.num_steps):
                 metric = problem.metric(self.forward(), params)
                 newly = (metric >= self.target) & ~done
                 if newly.any():  # freeze these NeFs' results at this step
                     for k in names:
-                        best[k][newly] = params[k][newly]
+                        frozen[k][newly] = params[k][newly]
                     steps[newly] = trained
                     done |= newly
-                if on_check is not None:
-                    on_check(trained, metric)
                 if bool(done.all()):
                     break
         for p in params.values():
             p.grad = None
         if self.target is not None:
             for k in names:
-                best[k][~done] = params[k][~done]
-            params = best
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_s = time.perf_counter() - t0
-        metric = problem.metric(self.forward(), params)
-        return ChunkResult(params=params, metric=metric, steps=steps, train_s=train_s)
+                frozen[k][~done] = params[k][~done]
+            params = frozen
+        _sync(device)
+        train_s = time.perf_counter() - t0 - warmup
+        return ChunkResult(params, problem.metric(self.forward(), params), steps, train_s, warmup)
+
+    # -- continuous batching -------------------------------------------------------------------
+    def fit_stream(self, rows: np.ndarray, make: Callable, slots: int,
+                   emit: Callable[[np.ndarray, ChunkResult], None]) -> float:
+        """Fit ``rows`` through ``slots`` slots, refilling a slot as soon as its NeF finishes.
+
+        make(rows) -> (params, problem) for those NeF rows; emit(rows, result) receives finished
+        NeFs. Returns the training time (warm-up excluded).
+        """
+        queue: Iterator[int] = iter(rows.tolist())
+        slots = self._unit_for(min(slots, len(rows)))
+
+        def take(k):
+            got = [r for _, r in zip(range(k), queue)]
+            return np.asarray(got, dtype=np.int64)
+
+        first = take(slots)
+        pad = np.concatenate([first, np.repeat(first[-1:], slots - len(first))])
+        params, problem = make(pad)
+        params = {k: v.detach().clone() for k, v in params.items()}
+        device = next(iter(params.values())).device
+        slot_row = np.concatenate([first, np.full(slots - len(first), -1)])   # -1: idle slot
+        opt = slot_optimizer(self.optimizer, params)
+        lr_table = torch.tensor([self.schedule(s) for s in range(self.num_steps)], device=device)
+        forward = self.forward()
+        warmup, it = 0.0, 0
+        t0 = time.perf_counter()
+        while (slot_row >= 0).any():
+            def one_step():
+                local = opt.step_count  # steps each slot's NeF has taken so far
+                coords, targets, batched = problem.train_batch(local)
+                grads, _ = self.grad_fn(problem, batched)(params, coords, targets)
+                opt.step(grads, lr_table[local.clamp_max(self.num_steps - 1)])
+
+            warmup += self._timed_step(one_step)
+            it += 1
+            local = opt.step_count
+            at_end = local >= self.num_steps
+            if it % self.check_every and not bool(at_end.any()):
+                continue
+            metric = problem.metric(forward, params)
+            finished = at_end | (metric >= self.target if self.target is not None else at_end)
+            finished &= torch.as_tensor(slot_row >= 0, device=device)
+            if not bool(finished.any()):
+                continue
+            fin = torch.nonzero(finished).flatten()
+            fin_np = fin.cpu().numpy()
+            emit(slot_row[fin_np], ChunkResult({k: v[fin].clone() for k, v in params.items()}, metric[fin],
+                                               local[fin].clone(), 0.0))
+            new = take(len(fin_np))
+            slot_row[fin_np] = -1
+            if len(new):
+                refill = fin[: len(new)]
+                p_new, prob_new = make(new)
+                for k in params:
+                    params[k][refill] = p_new[k]
+                assign_rows(problem, refill, prob_new)
+                opt.reset(refill)
+                slot_row[fin_np[: len(new)]] = new
+        _sync(device)
+        return time.perf_counter() - t0 - warmup
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _foreach(optimizer) -> dict:

@@ -43,14 +43,17 @@ def _mix_t(x: torch.Tensor) -> torch.Tensor:
     return x ^ _srl(x, 31)
 
 
-def keyed_uniform(seed: torch.Tensor, index: torch.Tensor, step: int, n: int) -> torch.Tensor:
-    """Uniform [0, 1) float64 of shape (N, n): row r depends only on (seed[r], index[r], step)."""
-    h = _mix_t(_mix_t(_mix_t(seed.long()) ^ index.long()) ^ int(step))
+def keyed_uniform(seed: torch.Tensor, index: torch.Tensor, step, n: int) -> torch.Tensor:
+    """Uniform [0, 1) float64 of shape (N, n): row r depends only on (seed[r], index[r], step[r]).
+
+    ``step`` is an int shared by all rows, or an (N,) tensor of per-row steps."""
+    step = step.long() if isinstance(step, torch.Tensor) else int(step)
+    h = _mix_t(_mix_t(_mix_t(seed.long()) ^ index.long()) ^ step)
     cols = torch.arange(n, device=h.device, dtype=torch.long)
     u = _mix_t(h[:, None] ^ _mix_t(cols)[None, :])
     return _srl(u, 11).double() * (1.0 / (1 << 53))
 
 
-def keyed_subset(seed: torch.Tensor, index: torch.Tensor, step: int, n: int, k: int) -> torch.Tensor:
+def keyed_subset(seed: torch.Tensor, index: torch.Tensor, step, n: int, k: int) -> torch.Tensor:
     """For each row, ``k`` distinct indices out of ``n``: a keyed random permutation's first k."""
     return torch.argsort(keyed_uniform(seed, index, step, n), dim=1)[:, :k]

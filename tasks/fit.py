@@ -19,8 +19,26 @@ def main(cfg: DictConfig) -> float:
     except FitnefError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    _write_summary(summary)
     print(summary.line())
     return summary.psnr_mean
+
+
+def _write_summary(summary) -> None:
+    """summary.json in the Hydra run dir: what scripts.bench and sweeps read back."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not under Hydra (called from Python)
+        return
+    data = dataclasses.asdict(summary)
+    data["train_nefs_per_s"] = summary.fitted / summary.train_s if summary.train_s else None
+    (out / "summary.json").write_text(json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":

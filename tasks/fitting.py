@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Optional
 from importlib import metadata
 from pathlib import Path
 
@@ -24,9 +25,13 @@ from .registry import modality_class
 
 log = logging.getLogger(__name__)
 
+# NeFs per compiled call on a CPU; see scripts/bench.py and docs/performance.md for the measurement.
+CPU_MICRO_BATCH = 256
+
 # Keys that say how a run executes, not what it computes: they may differ between runs on one store.
 RUN_ONLY_KEYS = ("device", "task.nef_dir", "task.train.start_idx", "task.train.end_idx",
                  "task.train.num_parallel_nefs", "task.train.multi_gpu", "task.train.compile",
+                 "task.train.micro_batch", "task.train.continuous",
                  "task.log", "task.wandb", "task.shard", "task.num_shards", "dataset.path", "dataset.out_channels",
                  "logger", "hydra")
 
@@ -82,10 +87,15 @@ class FitSummary:
     total: int
     psnr_mean: float
     psnr_std: float
-    nefs_per_s: float
-    train_s: float
+    nefs_per_s: float       # fitted / wall time of the fitting loop (compilation and writes included)
+    train_s: float          # time in training steps, compilation excluded
+    wall_s: float
+    warmup_s: float         # first step: torch.compile
     store: str
     metric: str = "psnr"
+    device: str = "cpu"
+    num_parallel_nefs: int = 0
+    micro_batch: Optional[int] = None
 
     def line(self) -> str:
         unit = " dB" if self.metric == "psnr" else ""
@@ -135,35 +145,64 @@ def fit(cfg: DictConfig) -> FitSummary:
     pending = store.pending(start, end)
     log.info("store %s: %d of [%d, %d) to fit", store.path, len(pending), start, end)
 
-    schedule = instantiate(cfg.scheduler)
     fitter = ChunkFitter(template=build_nef(cfg.nef, modality.in_features, modality.out_features).to(device),
-                         optimizer=instantiate(cfg.optimizer), schedule=schedule, num_steps=tr.num_steps,
-                         check_every=tr.check_every, target=modality.stop_target(tr), compile=bool(tr.compile))
-    size = min(chunk, max(len(pending), 1))
-    metrics, fitted, train_s = [], 0, 0.0
+                         optimizer=instantiate(cfg.optimizer), schedule=instantiate(cfg.scheduler),
+                         num_steps=tr.num_steps, check_every=tr.check_every, target=modality.stop_target(tr),
+                         compile=bool(tr.compile), micro_batch=micro_batch(tr.micro_batch, device))
     bar = _progress(len(pending), enabled=bool(cfg.task.log.progress))
-    for rows in _chunks(pending, size):
-        padded = np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])  # one compiled shape
-        params0 = init_stacked(template, seed_of[padded], padded, bool(tr.fixed_init), device)
-        problem = modality.problem(padded % m, seed_of[padded], padded, tr, device)
-        res = fitter.fit(params0, problem)
-        n = len(rows)
-        flat = layout.flatten(res.params)[:n].cpu().numpy()
-        metric = res.metric[:n].cpu().numpy()
-        store.write_rows(rows, flat, metric, res.steps[:n].cpu().numpy())
-        metrics.append(metric)
-        fitted += n
-        train_s += res.train_s
-        bar.update(n)
-        allm = np.concatenate(metrics)
-        bar.set_postfix_str(f"{fitted / max(train_s, 1e-9):.1f} NeFs/s, {modality.metric_name} {allm.mean():.2f}")
+    results = {"metric": [], "fitted": 0}
+
+    def make(rows: np.ndarray):
+        params0 = init_stacked(template, seed_of[rows], rows, bool(tr.fixed_init), device)
+        return params0, modality.problem(rows % m, seed_of[rows], rows, tr, device)
+
+    def emit(rows: np.ndarray, res) -> None:
+        order = np.argsort(rows)  # continuous batching finishes rows out of order
+        rows = rows[order]
+        sel = torch.as_tensor(order, device=res.metric.device)
+        metric = res.metric[sel].cpu().numpy()
+        flat = layout.flatten({k: v[sel] for k, v in res.params.items()}).cpu().numpy()
+        store.write_rows(rows, flat, metric, res.steps[sel].cpu().numpy())
+        results["metric"].append(metric)
+        results["fitted"] += len(rows)
+        bar.update(len(rows))
+        allm = np.concatenate(results["metric"])
+        bar.set_postfix_str(f"{modality.metric_name} {allm.mean():.2f}")
+
+    t0 = time.perf_counter()
+    train_s = 0.0
+    if len(pending) and fitter.target is not None and tr.continuous:
+        train_s = fitter.fit_stream(pending, make, chunk, emit)
+    else:
+        for rows in _chunks(pending, chunk):
+            res = fitter.fit(*make(rows))
+            train_s += res.train_s
+            emit(rows, res)
     bar.close()
-    allm = np.concatenate(metrics) if metrics else np.zeros(0)
+    wall_s = time.perf_counter() - t0
+    allm = np.concatenate(results["metric"]) if results["metric"] else np.zeros(0)
+    fitted = results["fitted"]
     return FitSummary(fitted=fitted, total_done=int(store.done.sum()), total=total,
                       psnr_mean=float(allm.mean()) if fitted else math.nan,
                       psnr_std=float(allm.std()) if fitted else math.nan,
-                      nefs_per_s=fitted / train_s if train_s else 0.0, train_s=train_s,
-                      store=str(store.path), metric=modality.metric_name)
+                      nefs_per_s=fitted / wall_s if wall_s else 0.0, train_s=train_s, wall_s=wall_s,
+                      warmup_s=fitter.warmup_s, store=str(store.path), metric=modality.metric_name,
+                      device=str(device), num_parallel_nefs=chunk, micro_batch=fitter.unit)
+
+
+def micro_batch(setting, device: torch.device):
+    """NeFs per compiled call: ``auto`` caps it on CPUs (cache-sized chunks are fastest there)."""
+    if setting in (None, "none", "null"):
+        return None
+    if setting == "auto":
+        return CPU_MICRO_BATCH if device.type == "cpu" else None
+    try:
+        value = int(setting)
+    except (TypeError, ValueError):
+        raise FitnefError(f"task.train.micro_batch={setting!r}: use auto, null or a positive integer") from None
+    if value < 1:
+        raise FitnefError(f"task.train.micro_batch={value}: must be >= 1")
+    return value
 
 
 def _progress(total: int, enabled: bool):

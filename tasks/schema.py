@@ -1,7 +1,7 @@
 """Structured configs: types for the task group, so a bad override fails early with Hydra's
 readable message (e.g. "Value 'abc' of type 'str' could not be converted to Integer")."""
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -19,6 +19,8 @@ class TrainConfig:
     check_every: int = 10
     multi_gpu: bool = False
     compile: bool = True
+    micro_batch: Optional[str] = "auto"
+    continuous: bool = True
 
 
 @dataclass
@@ -47,8 +49,42 @@ class ImageTaskConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
+@dataclass
+class ShapeTrainConfig:
+    start_idx: int = 0
+    end_idx: Optional[int] = None
+    num_parallel_nefs: int = 64
+    num_steps: int = 500
+    fixed_init: bool = False
+    num_points: Any = 2048          # per class per step: an integer, or [inside, outside]
+    target_iou: Optional[float] = None
+    check_every: int = 10
+    multi_gpu: bool = False
+    compile: bool = True
+
+
+@dataclass
+class ShapeLogConfig:
+    progress: bool = True
+    loss: int = 10
+    metrics: int = 10
+    meshes: int = 2500
+    use_wandb: bool = False
+
+
+@dataclass
+class ShapeTaskConfig:
+    name: str = "shape"
+    seeds: List[int] = field(default_factory=lambda: [0])
+    nef_dir: str = MISSING
+    train: ShapeTrainConfig = field(default_factory=ShapeTrainConfig)
+    log: ShapeLogConfig = field(default_factory=ShapeLogConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
 def register() -> None:
     ConfigStore.instance().store(group="task", name="image_schema", node=ImageTaskConfig)
+    ConfigStore.instance().store(group="task", name="shape_schema", node=ShapeTaskConfig)
 
 
 register()

@@ -99,6 +99,8 @@ class ImageModality:
 class ImageProblem:
     """One chunk of images for the engine (see nefs.engine.Problem)."""
 
+    per_nef_fields = ("gt01", "targets", "seeds", "nef_idx")
+
     def __init__(self, gt01, mean, std, coords, seeds, nef_idx, masked_portion):
         self.gt01 = gt01
         self.mean, self.std = mean, std

@@ -1,0 +1,137 @@
+"""Optimizers whose state is per slot (per NeF), for continuous batching.
+
+torch.optim keeps one ``step`` per tensor, shared by every NeF stacked in it. That is right while all
+NeFs start together, and wrong once a finished NeF's slot is refilled by a new one: Adam's bias
+correction must then count the new NeF's own steps. These versions keep a step count and a learning
+rate per slot, follow torch.optim's update formulas, and can reset single slots.
+"""
+import functools
+from typing import Dict
+
+import torch
+
+from .errors import FitnefError
+
+Params = Dict[str, torch.Tensor]
+
+
+def _per_slot(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(S,) -> (S, 1, ..., 1) broadcasting against a stacked tensor."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class SlotOptimizer:
+    state_names: tuple = ()
+
+    def __init__(self, params: Params):
+        self.params = params
+        first = next(iter(params.values()))
+        self.step_count = torch.zeros(first.shape[0], dtype=torch.long, device=first.device)
+        self.state = {s: {k: torch.zeros_like(p) for k, p in params.items()} for s in self.state_names}
+
+    def reset(self, slots: torch.Tensor) -> None:
+        """Fresh optimizer state for the NeFs now in ``slots``."""
+        self.step_count[slots] = 0
+        for bufs in self.state.values():
+            for b in bufs.values():
+                b[slots] = 0
+
+    @torch.no_grad()
+    def step(self, grads: Params, lr: torch.Tensor) -> None:
+        """One update; ``lr`` is (S,), each slot's learning rate."""
+        self.step_count += 1
+        for k, p in self.params.items():
+            self._update(k, p, grads[k], _per_slot(lr.to(p.dtype), p))
+
+    def _update(self, k, p, g, lr):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SlotAdam(SlotOptimizer):
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
+        super().__init__(params)
+        self.b1, self.b2 = (float(b) for b in betas)
+        self.eps, self.wd, self.decoupled = float(eps), float(weight_decay), decoupled
+
+    def _update(self, k, p, g, lr):
+        if self.wd:
+            if self.decoupled:
+                p.mul_(1 - lr * self.wd)
+            else:
+                g = g.add(p, alpha=self.wd)
+        m, v = self.state["exp_avg"][k], self.state["exp_avg_sq"][k]
+        m.lerp_(g, 1 - self.b1)
+        v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+        step = _per_slot(self.step_count, p).double()
+        bc1 = 1 - self.b1 ** step
+        bc2_sqrt = (1 - self.b2 ** step).sqrt()
+        denom = (v.sqrt() / bc2_sqrt.to(p.dtype)).add_(self.eps)
+        p.addcdiv_(m, denom * (bc1 / lr.double()).to(p.dtype), value=-1.0)
+
+
+class SlotSGD(SlotOptimizer):
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, params, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params)
+        self.momentum, self.dampening = float(momentum), float(dampening)
+        self.nesterov, self.wd = bool(nesterov), float(weight_decay)
+
+    def _update(self, k, p, g, lr):
+        if self.wd:
+            g = g.add(p, alpha=self.wd)
+        if self.momentum:
+            buf = self.state["momentum_buffer"][k]
+            first = _per_slot(self.step_count == 1, p)
+            # torch.optim starts the buffer at the first gradient
+            buf.copy_(torch.where(first, g, buf * self.momentum + (1 - self.dampening) * g))
+            g = g.add(buf, alpha=self.momentum) if self.nesterov else buf
+        p.sub_(lr * g)
+
+
+class SlotRMSprop(SlotOptimizer):
+    state_names = ("square_avg", "momentum_buffer", "grad_avg")
+
+    def __init__(self, params, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0):
+        super().__init__(params)
+        self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
+        self.centered, self.wd = bool(centered), float(weight_decay)
+
+    def _update(self, k, p, g, lr):
+        if self.wd:
+            g = g.add(p, alpha=self.wd)
+        sq = self.state["square_avg"][k]
+        sq.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
+        if self.centered:
+            ga = self.state["grad_avg"][k]
+            ga.lerp_(g, 1 - self.alpha)
+            avg = sq.addcmul(ga, ga, value=-1).sqrt_().add_(self.eps)
+        else:
+            avg = sq.sqrt().add_(self.eps)
+        if self.momentum:
+            buf = self.state["momentum_buffer"][k]
+            buf.mul_(self.momentum).addcdiv_(g, avg)
+            p.sub_(lr * buf)
+        else:
+            p.sub_(lr * g / avg)
+
+
+def slot_optimizer(optimizer_factory, params: Params) -> SlotOptimizer:
+    """The per-slot twin of a configured torch.optim optimizer (a functools.partial from Hydra)."""
+    func = optimizer_factory.func if isinstance(optimizer_factory, functools.partial) else optimizer_factory
+    kw = dict(getattr(optimizer_factory, "keywords", {}) or {})
+    for drop in ("foreach", "fused", "capturable", "differentiable", "maximize", "amsgrad", "lr"):
+        if kw.pop(drop, False) and drop in ("maximize", "amsgrad"):
+            raise FitnefError(f"continuous batching does not support optimizer option {drop}=true")
+    if func is torch.optim.Adam:
+        return SlotAdam(params, **kw)
+    if func is torch.optim.AdamW:
+        return SlotAdam(params, decoupled=True, **{"weight_decay": 1e-2, **kw})
+    if func is torch.optim.SGD:
+        return SlotSGD(params, **kw)
+    if func is torch.optim.RMSprop:
+        return SlotRMSprop(params, **kw)
+    raise FitnefError(f"continuous batching supports optimizers adam, adamw, sgd, rmsprop, not {func.__name__}; "
+                      f"set task.train.continuous=false")
