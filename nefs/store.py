@@ -4,6 +4,7 @@ Layout (T = number of NeF indices, P = parameters per NeF):
   params (T, P) float32, chunked by fit chunk     labels, signal_idx, seed (T,) int64
   <metric> (T,) float32 (psnr for images)         steps (T,) int32        done (T,) bool
   attrs: param_layout, config (the identity), modality, nef, versions, metric, complete
+  a modality's own per-row arrays, (T, ...) (shapes: loc (T, 3), scale (T,) float32)
 
 Crash safety: zarr's local store writes each chunk file atomically (temp file + rename); a row's
 params and metrics are written before its ``done`` flag, so a killed fit leaves rows either done
@@ -24,12 +25,16 @@ from .errors import FitnefError
 from .stack import ParamLayout
 
 ROW_ARRAYS = ("labels", "signal_idx", "seed")
+RESERVED = ("params", "steps", "done", "psnr", "iou")
 LOCK_NAME = ".fitnef.lock"
 
 
 def _lock(path: Path) -> FileLock:
-    path.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path / LOCK_NAME))
+    """The store's write lock. It lives beside the store folder, not in it: creating a store
+    (zarr mode "w") empties the folder, and must not delete the lock it holds."""
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.parent / f".{path.name}{LOCK_NAME}"))
 
 
 def diff_keys(a, b, prefix="") -> list:
@@ -83,6 +88,13 @@ class NefStore:
             for name in ROW_ARRAYS:
                 arr = group.create_array(name, shape=(num_rows,), chunks=(chunk,), dtype="int64", fill_value=-1)
                 arr[:] = np.asarray(rows[name], dtype=np.int64)
+            for name in sorted(set(rows) - set(ROW_ARRAYS)):  # a modality's own per-row arrays
+                values = np.asarray(rows[name])
+                if name in RESERVED or values.shape[:1] != (num_rows,):
+                    raise ValueError(f"row array {name!r}: reserved name or not {num_rows} rows {values.shape}")
+                arr = group.create_array(name, shape=values.shape, chunks=(chunk,) + values.shape[1:],
+                                         dtype=values.dtype, fill_value=0)
+                arr[...] = values
             group.create_array(metric, shape=(num_rows,), chunks=(chunk,), dtype="float32", fill_value=np.nan)
             group.create_array("steps", shape=(num_rows,), chunks=(chunk,), dtype="int32", fill_value=0)
             group.create_array("done", shape=(num_rows,), chunks=(chunk,), dtype="bool", fill_value=False)
@@ -161,10 +173,25 @@ class NefStore:
         return modality_class(self.modality_info["name"])
 
     def reconstruct(self, rows, device="cpu") -> torch.Tensor:
-        """Decoded signals of ``rows`` on the dataset's grid (images: (n, C, H, W) in [0, 1])."""
+        """Decoded signals of ``rows`` on the dataset's grid (images: (n, C, H, W) in [0, 1];
+        shapes: (n, 64, 64, 64) occupancy probabilities on the normalised cube)."""
         rows = np.atleast_1d(np.asarray(rows))
         flat = torch.from_numpy(np.asarray(self.params.get_orthogonal_selection((rows, slice(None)))))
         return self._modality().reconstruct(self, flat, device=device)
+
+    def query(self, row: int, points, **kwargs):
+        """Shapes: occupancy probabilities (n,) of row ``row`` at ``points`` (n, 3) in the original frame."""
+        return self._modality_op("query")(self, row, points, **kwargs)
+
+    def extract_mesh(self, row: int, resolution: int = 128, **kwargs):
+        """Shapes: the surface of row ``row`` as a ``trimesh.Trimesh`` in the original frame (marching cubes)."""
+        return self._modality_op("extract_mesh")(self, row, resolution=resolution, **kwargs)
+
+    def _modality_op(self, op: str):
+        fn = getattr(self._modality(), op, None)
+        if fn is None:
+            raise FitnefError(f"store {self.path} holds {self.modality_info['name']} NeFs, which have no {op}()")
+        return fn
 
     def dataset(self, only_done: bool = True) -> "NefDataset":
         return NefDataset(self, only_done)

@@ -96,6 +96,7 @@ class FitSummary:
     device: str = "cpu"
     num_parallel_nefs: int = 0
     micro_batch: Optional[int] = None
+    peak_mem_mb: float = 0.0    # CUDA max allocated, or the process's peak RSS on CPU
 
     def line(self) -> str:
         unit = " dB" if self.metric == "psnr" else ""
@@ -137,10 +138,15 @@ def fit(cfg: DictConfig) -> FitSummary:
     layout = ParamLayout.of(template)
     all_idx = np.arange(total)
     seed_of = np.asarray(seeds, dtype=np.int64)[all_idx // m]
+    rows = {"labels": np.tile(np.asarray(labels), len(seeds)), "signal_idx": all_idx % m, "seed": seed_of}
+    for name, per_signal in (modality.row_arrays() if hasattr(modality, "row_arrays") else {}).items():
+        per_signal = np.asarray(per_signal)  # (M, ...) -> (K*M, ...), row i holds signal i % M's values
+        rows[name] = np.tile(per_signal, (len(seeds),) + (1,) * (per_signal.ndim - 1))
     store = NefStore.create_or_open(
-        cfg.task.nef_dir, identity=identity(cfg), num_rows=total, layout=layout,
-        rows={"labels": np.tile(np.asarray(labels), len(seeds)), "signal_idx": all_idx % m, "seed": seed_of},
-        chunk_rows=chunk, modality=modality.attrs(), nef=OmegaConf.to_container(cfg.nef, resolve=True),
+        cfg.task.nef_dir, identity=identity(cfg), num_rows=total, layout=layout, rows=rows,
+        chunk_rows=chunk, modality=modality.attrs(),
+        nef={**OmegaConf.to_container(cfg.nef, resolve=True),  # all build_model() needs
+             "in_features": modality.in_features, "out_features": modality.out_features},
         metric=modality.metric_name, versions=versions())
     pending = store.pending(start, end)
     log.info("store %s: %d of [%d, %d) to fit", store.path, len(pending), start, end)
@@ -187,7 +193,16 @@ def fit(cfg: DictConfig) -> FitSummary:
                       psnr_std=float(allm.std()) if fitted else math.nan,
                       nefs_per_s=fitted / wall_s if wall_s else 0.0, train_s=train_s, wall_s=wall_s,
                       warmup_s=fitter.warmup_s, store=str(store.path), metric=modality.metric_name,
-                      device=str(device), num_parallel_nefs=chunk, micro_batch=fitter.unit)
+                      device=str(device), num_parallel_nefs=chunk, micro_batch=fitter.unit,
+                      peak_mem_mb=peak_memory_mb(device))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def micro_batch(setting, device: torch.device):

@@ -261,8 +261,8 @@ def test_dataset_name(name, choice):
 
 
 def test_unknown_dataset():
-    msg = error("--task.dataset.name=ShapeNet")
-    assert "'ShapeNet'" in msg and "MNIST" in msg and "CIFAR10" in msg
+    msg = error("--task.dataset.name=Omniglot")
+    assert "'Omniglot'" in msg and "MNIST" in msg and "CIFAR10" in msg
 
 
 def test_dataset_path_and_channels():
