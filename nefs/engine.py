@@ -78,7 +78,7 @@ class ChunkFitter:
 
     def __init__(self, template: torch.nn.Module, optimizer: Callable, schedule: Callable[[int], float],
                  num_steps: int, check_every: int = 10, target: Optional[float] = None, compile: bool = True,
-                 micro_batch: Optional[int] = None):
+                 micro_batch: Optional[int] = None, on_step: Optional[Callable] = None):
         self.template = template
         self.optimizer = optimizer
         self.schedule = schedule
@@ -87,6 +87,9 @@ class ChunkFitter:
         self.target = target
         self.compile = compile
         self.micro_batch = micro_batch
+        # on_step(step, loss (N,), params, problem) after each optimizer step, outside the timed step
+        # (loggers; None: no call, no sync)
+        self.on_step = on_step
         self.unit: Optional[int] = None   # the one compiled chunk shape, fixed by the first call
         self._grad_fns: dict = {}
         self._warm = False
@@ -105,6 +108,16 @@ class ChunkFitter:
             fn = torch.vmap(grad_and_value(nef_loss), in_dims=(0, 0 if batched else None, 0))
             self._grad_fns[k] = _Compiled(fn) if self.compile else fn
         return self._grad_fns[k]
+
+    def grad_fn_eager(self, problem, batched: bool = False):
+        """The same gradient, never compiled (for probes that try many shapes)."""
+        compile_, self.compile = self.compile, False
+        try:
+            fn = self.grad_fn(problem, batched)
+        finally:
+            self.compile = compile_
+        self._grad_fns.pop((type(problem), batched), None)
+        return fn
 
     def forward(self, batched: bool = False):
         return stacked_forward(self.template, batched)
@@ -158,10 +171,11 @@ class ChunkFitter:
         steps = torch.full((n,), self.num_steps, dtype=torch.long, device=device)
         warmup = 0.0
         t0 = time.perf_counter()
+        last = {}
         for step in range(self.num_steps):
             def one_step():
                 coords, targets, batched = problem.train_batch(step)
-                grads, _ = self.grad_fn(problem, batched)(params, coords, targets)
+                grads, last["loss"] = self.grad_fn(problem, batched)(params, coords, targets)
                 for g in opt.param_groups:
                     g["lr"] = self.schedule(step)
                 for k in names:
@@ -170,6 +184,8 @@ class ChunkFitter:
 
             warmup += self._timed_step(one_step)
             trained = step + 1
+            if self.on_step is not None:
+                self.on_step(trained, last["loss"], params, problem)
             if self.target is not None and (trained % self.check_every == 0 or trained == self.num_steps):
                 metric = problem.metric(self.forward(), params)
                 newly = (metric >= self.target) & ~done
@@ -216,15 +232,18 @@ class ChunkFitter:
         forward = self.forward()
         warmup, it = 0.0, 0
         t0 = time.perf_counter()
+        last = {}
         while (slot_row >= 0).any():
             def one_step():
                 local = opt.step_count  # steps each slot's NeF has taken so far
                 coords, targets, batched = problem.train_batch(local)
-                grads, _ = self.grad_fn(problem, batched)(params, coords, targets)
+                grads, last["loss"] = self.grad_fn(problem, batched)(params, coords, targets)
                 opt.step(grads, lr_table[local.clamp_max(self.num_steps - 1)])
 
             warmup += self._timed_step(one_step)
             it += 1
+            if self.on_step is not None:
+                self.on_step(it, last["loss"], params, problem)
             local = opt.step_count
             at_end = local >= self.num_steps
             if it % self.check_every and not bool(at_end.any()):

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nefs.engine import ChunkFitter
 from nefs.errors import FitnefError
+from nefs.probe import choose_num_parallel
 from nefs.stack import ParamLayout, init_stacked
 from nefs.store import NefStore
 
@@ -130,7 +131,11 @@ def fit(cfg: DictConfig) -> FitSummary:
     if not 0 <= start < end <= total:
         raise FitnefError(f"task.train.start_idx={start}, end_idx={end}: need 0 <= start < end <= {total} "
                           f"({len(seeds)} seeds x {m} signals)")
-    chunk = int(tr.num_parallel_nefs)
+    auto_chunk = str(tr.num_parallel_nefs) == "auto"
+    try:
+        chunk = 256 if auto_chunk else int(tr.num_parallel_nefs)
+    except ValueError:
+        raise FitnefError(f"task.train.num_parallel_nefs={tr.num_parallel_nefs!r}: use auto or a positive integer") from None
     if chunk < 1:
         raise FitnefError(f"task.train.num_parallel_nefs={chunk}: must be >= 1")
 
@@ -175,6 +180,8 @@ def fit(cfg: DictConfig) -> FitSummary:
         allm = np.concatenate(results["metric"])
         bar.set_postfix_str(f"{modality.metric_name} {allm.mean():.2f}")
 
+    if auto_chunk and len(pending):
+        chunk = choose_num_parallel(fitter, make, pending, device, micro_batch(tr.micro_batch, device))
     t0 = time.perf_counter()
     train_s = 0.0
     if len(pending) and fitter.target is not None and tr.continuous:
