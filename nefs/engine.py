@@ -231,6 +231,7 @@ class ChunkFitter:
         lr_table = torch.tensor([self.schedule(s) for s in range(self.num_steps)], device=device)
         forward = self.forward()
         warmup, it = 0.0, 0
+        host_steps = np.zeros(slots, dtype=np.int64)
         t0 = time.perf_counter()
         last = {}
         while (slot_row >= 0).any():
@@ -244,13 +245,17 @@ class ChunkFitter:
             it += 1
             if self.on_step is not None:
                 self.on_step(it, last["loss"], params, problem)
-            local = opt.step_count
-            at_end = local >= self.num_steps
-            if it % self.check_every and not bool(at_end.any()):
+            host_steps += 1  # a host copy of opt.step_count: deciding when to check needs no sync
+            # each NeF is checked at its own steps (multiples of check_every, and its last step),
+            # exactly as it would be in a chunk of its own
+            due_np = ((host_steps % self.check_every == 0) | (host_steps >= self.num_steps)) & (slot_row >= 0)
+            if not due_np.any():
                 continue
+            local = opt.step_count
             metric = problem.metric(forward, params)
-            finished = at_end | (metric >= self.target if self.target is not None else at_end)
-            finished &= torch.as_tensor(slot_row >= 0, device=device)
+            due = torch.as_tensor(due_np, device=device)
+            reached = metric >= self.target if self.target is not None else torch.zeros_like(due)
+            finished = due & ((local >= self.num_steps) | reached)
             if not bool(finished.any()):
                 continue
             fin = torch.nonzero(finished).flatten()
@@ -266,6 +271,7 @@ class ChunkFitter:
                     params[k][refill] = p_new[k]
                 assign_rows(problem, refill, prob_new)
                 opt.reset(refill)
+                host_steps[fin_np[: len(new)]] = 0
                 slot_row[fin_np[: len(new)]] = new
         _sync(device)
         return time.perf_counter() - t0 - warmup

@@ -73,27 +73,28 @@ def test_warmup_cosine_schedule_shape():
     assert Constant(3e-4)(123) == 3e-4
 
 
-def test_continuous_batching_equals_stopping_per_chunk(modality):
+@pytest.mark.parametrize("steps,check", [(120, 5), (63, 10)])
+def test_continuous_batching_equals_stopping_per_chunk(modality, steps, check):
     """Slots refilled mid-run (per-slot Adam state) give each NeF exactly its solo result."""
     template = SIREN(hidden_dim=16)
     rows = np.arange(8)
     seeds = np.zeros(8, dtype=np.int64)
     cfg = SimpleNamespace(masked_portion=0.5)
-    free = _fit(modality, rows, steps=120, masked=0.5, template=template)
+    free = _fit(modality, rows, steps=steps, masked=0.5, template=template)
     target = float(free.metric.median())
 
     def make(r):
         return (init_stacked(template, seeds[r], r, fixed_init=False),
                 modality.problem(r % len(modality), seeds[r], r, cfg))
 
-    fitter = ChunkFitter(template, torch.optim.Adam, WarmupCosine(1e-3, 1e-2, 10, 120, 1e-3), 120, check_every=5,
-                         target=target, compile=False)
+    fitter = ChunkFitter(template, torch.optim.Adam, WarmupCosine(1e-3, 1e-2, 10, 120, 1e-3), steps,
+                         check_every=check, target=target, compile=False)
     got = {}
     fitter.fit_stream(rows, make, slots=3, emit=lambda r, res: got.update(
         {int(i): (res.params, j, res.steps[j]) for j, i in enumerate(r)}))
     assert sorted(got) == list(range(8))
-    ref = ChunkFitter(template, torch.optim.Adam, WarmupCosine(1e-3, 1e-2, 10, 120, 1e-3), 120, check_every=5,
-                      target=target, compile=False).fit(*make(rows))
+    ref = ChunkFitter(template, torch.optim.Adam, WarmupCosine(1e-3, 1e-2, 10, 120, 1e-3), steps,
+                      check_every=check, target=target, compile=False).fit(*make(rows))
     for i, (params, j, steps) in got.items():
         assert int(steps) == int(ref.steps[i])
         for k in params:
