@@ -3,7 +3,8 @@
 Layout (T = number of NeF indices, P = parameters per NeF):
   params (T, P) float32, chunked by fit chunk     labels, signal_idx, seed (T,) int64
   <metric> (T,) float32 (psnr for images)         steps (T,) int32        done (T,) bool
-  attrs: param_layout, config (the identity), modality, nef, versions, metric, complete
+  attrs: param_layout, config (the identity), modality, nef, versions, metric, complete;
+         run facts of the latest fit: dataset (its config, path included), shards (if sharded)
   a modality's own per-row arrays, (T, ...) (shapes: loc (T, 3), scale (T,) float32)
 
 Crash safety: zarr's local store writes each chunk file atomically (temp file + rename); a row's
@@ -82,28 +83,43 @@ class NefStore:
                     return cls(path, group)
                 # a creation that died half-way: nothing was fitted yet, start it again
             chunk = max(1, min(int(chunk_rows), num_rows))
-            group = zarr.open_group(str(path), mode="w", zarr_format=3)
+            # mode "a" + overwrite: replace our arrays, never other files in the folder
+            # (e.g. meta_init/ lives inside the default store folder)
+            group = zarr.open_group(str(path), mode="a", zarr_format=3)
             group.create_array("params", shape=(num_rows, layout.size), chunks=(chunk, layout.size),
-                               dtype="float32", fill_value=np.nan)
+                               dtype="float32", fill_value=np.nan, overwrite=True)
             for name in ROW_ARRAYS:
-                arr = group.create_array(name, shape=(num_rows,), chunks=(chunk,), dtype="int64", fill_value=-1)
+                arr = group.create_array(name, shape=(num_rows,), chunks=(chunk,), dtype="int64", fill_value=-1, overwrite=True)
                 arr[:] = np.asarray(rows[name], dtype=np.int64)
             for name in sorted(set(rows) - set(ROW_ARRAYS)):  # a modality's own per-row arrays
                 values = np.asarray(rows[name])
                 if name in RESERVED or values.shape[:1] != (num_rows,):
                     raise ValueError(f"row array {name!r}: reserved name or not {num_rows} rows {values.shape}")
                 arr = group.create_array(name, shape=values.shape, chunks=(chunk,) + values.shape[1:],
-                                         dtype=values.dtype, fill_value=0)
+                                         dtype=values.dtype, fill_value=0, overwrite=True)
                 arr[...] = values
-            group.create_array(metric, shape=(num_rows,), chunks=(chunk,), dtype="float32", fill_value=np.nan)
-            group.create_array("steps", shape=(num_rows,), chunks=(chunk,), dtype="int32", fill_value=0)
-            group.create_array("done", shape=(num_rows,), chunks=(chunk,), dtype="bool", fill_value=False)
+            group.create_array(metric, shape=(num_rows,), chunks=(chunk,), dtype="float32", fill_value=np.nan,
+                               overwrite=True)
+            group.create_array("steps", shape=(num_rows,), chunks=(chunk,), dtype="int32", fill_value=0, overwrite=True)
+            group.create_array("done", shape=(num_rows,), chunks=(chunk,), dtype="bool", fill_value=False, overwrite=True)
             group.attrs.update({
                 "param_layout": layout.to_json(), "config": identity, "modality": modality, "nef": nef,
                 "metric": metric, "versions": versions or {}, "format": "fitnef/1",
             })
             group.attrs["complete"] = True  # last: marks the creation as whole
             return cls(path, group)
+
+    def update_attrs(self, values: dict) -> None:
+        """Set attributes that describe runs, not the NeFs (e.g. where the dataset lives, the sharding),
+        under the write lock and re-reading the group first, so concurrent runs never drop each
+        other's keys. Unchanged keys are not rewritten."""
+        values = json.loads(json.dumps(values))
+        with _lock(self.path):
+            group = zarr.open_group(str(self.path), mode="r+")
+            changed = {k: v for k, v in values.items() if group.attrs.get(k) != v}
+            if changed:
+                group.attrs.update(changed)
+            self.group = group
 
     def pending(self, start: int, end: int) -> np.ndarray:
         """Indices in [start, end) not yet done."""

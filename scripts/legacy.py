@@ -262,17 +262,21 @@ def _ignored(note: str, **kw) -> Flag:
     return Flag(None, _auto, note=note, **kw)
 
 
-def _no_meta_init(flag, v):
-    if _bool(flag, v) == "true":
-        raise LegacyError(f"--{flag}=True: meta-learned initialisations are not available in fitnef; "
-                          "drop the flag (False is the default)")
-    return "false"
+def _meta_init(flag, v):
+    return "meta" if _bool(flag, v) == "true" else "default"
+
+
+def _sgd_only(flag, v):
+    if str(v).strip("'\"").lower() != "sgd":
+        raise LegacyError(f"--{flag}={v}: fitnef's inner loop is SGD; allowed: sgd")
+    return "sgd"
 
 
 TASK_FLAGS = {
     "seeds": Flag("task.seeds", _int_list),
     "nef_dir": Flag("task.nef_dir", _str),  # rewritten to <nef_dir>/<dataset>/<nef> in translate()
-    "meta_nef_dir": _ignored("--task.meta_nef_dir is ignored (no meta-learned initialisations in fitnef)"),
+    "meta_nef_dir": _ignored("--task.meta_nef_dir is ignored: meta inits live in <nef_dir>/meta_init/init.pt "
+                             "(task.train.meta_init_path / meta.output to move them)"),
     "train.start_idx": Flag("task.train.start_idx", _int),
     "train.end_idx": Flag("task.train.end_idx", lambda f, v: _int(f, v, nullable=True)),
     "train.num_steps": Flag("task.train.num_steps", _int),
@@ -283,8 +287,8 @@ TASK_FLAGS = {
     "train.check_every": Flag("task.train.check_every", _int),
     "train.train_to_target_psnr": Flag("task.train.target_psnr", lambda f, v: _float(f, v, nullable=True)),
     "train.verbose": Flag("task.log.progress", _bool),
-    "train.from_meta_init": Flag(None, _no_meta_init),
-    "train.meta_init_epoch": _ignored("--task.train.meta_init_epoch is ignored (no meta-learned initialisations)"),
+    "train.from_meta_init": Flag("task.train.init", _meta_init),
+    "train.meta_init_epoch": _ignored("--task.train.meta_init_epoch is ignored (fitnef keeps one meta init file)"),
     "log.images": Flag("task.log.images", _int),
     "log.metrics": Flag("task.log.metrics", _int),
     "log.loss": Flag("task.log.loss", _int),
@@ -316,10 +320,10 @@ TASK_FLAGS = {
     # inspect mode
     "experiment_dir": Flag("task.experiment_dir", _str, modes=("inspect",)),
     # find_init mode
-    "meta.num_outer_steps": Flag("task.meta.num_outer_steps", _int, modes=("find_init",)),
-    "meta.num_inner_steps": Flag("task.meta.num_inner_steps", _int, modes=("find_init",)),
-    "meta.inner_learning_rate": Flag("task.meta.inner_learning_rate", _float, modes=("find_init",)),
-    "meta.inner_optimizer_name": Flag("task.meta.inner_optimizer_name", _str, modes=("find_init",)),
+    "meta.num_outer_steps": Flag("meta.outer_steps", _int, modes=("find_init",)),
+    "meta.num_inner_steps": Flag("meta.inner_steps", _int, modes=("find_init",)),
+    "meta.inner_learning_rate": Flag("meta.inner_lr", _float, modes=("find_init",)),
+    "meta.inner_optimizer_name": Flag(None, _sgd_only, modes=("find_init",)),
     "store_model": Flag("task.store_model", _bool, modes=("find_init",)),
 }
 
@@ -539,7 +543,7 @@ def translate(argv: list, default_task: str = "image") -> Translation:
         overrides.append(f"dataset={data_choice}")
     merged = {**values, **nef_params}
     order = ("task.seeds", "task.nef_dir", "task.train.", "task.log.", "task.wandb.", "task.",
-             "dataset.", "nef.", "optimizer.", "scheduler.")
+             "dataset.", "nef.", "optimizer.", "scheduler.", "meta.")
     rank = {k: next(i for i, p in enumerate(order) if k.startswith(p)) for k in merged}
     overrides += [f"{k}={merged[k]}" for k in sorted(merged, key=rank.__getitem__)]  # stable
     return Translation(module=MODES[mode], overrides=overrides, task=task, mode=mode, notes=notes,

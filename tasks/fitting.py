@@ -3,7 +3,9 @@
 Modality-agnostic: the modality (tasks/registry.py) turns signal indices into a ``Problem``; the
 engine (nefs/engine.py) fits a chunk; the store (nefs/store.py) keeps what is done.
 """
+import hashlib
 import logging
+import os
 import math
 import time
 from dataclasses import dataclass
@@ -17,12 +19,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nefs.engine import ChunkFitter
+from nefs.meta import load_init
 from nefs.errors import FitnefError
 from nefs.probe import choose_num_parallel
 from nefs.stack import ParamLayout, init_stacked
 from nefs.store import NefStore
 
+from .loggers import make_logger
 from .registry import modality_class
+from .runs import run_attrs, shard_device, shard_range
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,7 @@ CPU_MICRO_BATCH = 256
 # Keys that say how a run executes, not what it computes: they may differ between runs on one store.
 RUN_ONLY_KEYS = ("device", "task.nef_dir", "task.train.start_idx", "task.train.end_idx",
                  "task.train.num_parallel_nefs", "task.train.multi_gpu", "task.train.compile",
-                 "task.train.micro_batch", "task.train.continuous",
+                 "task.train.micro_batch", "task.train.continuous", "task.train.meta_init_path",
                  "task.log", "task.wandb", "task.shard", "task.num_shards", "dataset.path", "dataset.out_channels",
                  "logger", "hydra")
 
@@ -98,6 +103,9 @@ class FitSummary:
     num_parallel_nefs: int = 0
     micro_batch: Optional[int] = None
     peak_mem_mb: float = 0.0    # CUDA max allocated, or the process's peak RSS on CPU
+    start_idx: int = 0          # the range this process fitted (its shard's part when sharded)
+    end_idx: int = 0
+    shard: Optional[int] = None
 
     def line(self) -> str:
         unit = " dB" if self.metric == "psnr" else ""
@@ -131,6 +139,8 @@ def fit(cfg: DictConfig) -> FitSummary:
     if not 0 <= start < end <= total:
         raise FitnefError(f"task.train.start_idx={start}, end_idx={end}: need 0 <= start < end <= {total} "
                           f"({len(seeds)} seeds x {m} signals)")
+    start, end, sharding = shard_range(cfg.task, start, end)  # task.shard of task.num_shards: this part
+    device = shard_device(device, cfg.device, cfg.task.get("shard"))
     auto_chunk = str(tr.num_parallel_nefs) == "auto"
     try:
         chunk = 256 if auto_chunk else int(tr.num_parallel_nefs)
@@ -147,12 +157,16 @@ def fit(cfg: DictConfig) -> FitSummary:
     for name, per_signal in (modality.row_arrays() if hasattr(modality, "row_arrays") else {}).items():
         per_signal = np.asarray(per_signal)  # (M, ...) -> (K*M, ...), row i holds signal i % M's values
         rows[name] = np.tile(per_signal, (len(seeds),) + (1,) * (per_signal.ndim - 1))
+    learned, ident = meta_start(cfg, modality, layout), identity(cfg)
+    if learned is not None:  # the init's content, not its path, is what the NeFs depend on
+        ident["task"]["train"]["meta_init_sha256"] = learned.sha256
     store = NefStore.create_or_open(
-        cfg.task.nef_dir, identity=identity(cfg), num_rows=total, layout=layout, rows=rows,
+        cfg.task.nef_dir, identity=ident, num_rows=total, layout=layout, rows=rows,
         chunk_rows=chunk, modality=modality.attrs(),
         nef={**OmegaConf.to_container(cfg.nef, resolve=True),  # all build_model() needs
              "in_features": modality.in_features, "out_features": modality.out_features},
         metric=modality.metric_name, versions=versions())
+    store.update_attrs(run_attrs(cfg, sharding))  # dataset location, sharding: for inspect / status
     pending = store.pending(start, end)
     log.info("store %s: %d of [%d, %d) to fit", store.path, len(pending), start, end)
 
@@ -160,11 +174,16 @@ def fit(cfg: DictConfig) -> FitSummary:
                          optimizer=instantiate(cfg.optimizer), schedule=instantiate(cfg.scheduler),
                          num_steps=tr.num_steps, check_every=tr.check_every, target=modality.stop_target(tr),
                          compile=bool(tr.compile), micro_batch=micro_batch(tr.micro_batch, device))
+    logger = make_logger(cfg, modality, fitter.template)  # None unless logger=wandb
+    fitter.on_step = logger.on_step if logger is not None else None
     bar = _progress(len(pending), enabled=bool(cfg.task.log.progress))
     results = {"metric": [], "fitted": 0}
 
     def make(rows: np.ndarray):
-        params0 = init_stacked(template, seed_of[rows], rows, bool(tr.fixed_init), device)
+        if learned is None:
+            params0 = init_stacked(template, seed_of[rows], rows, bool(tr.fixed_init), device)
+        else:  # every NeF starts from the learned init
+            params0 = {k: v.to(device).expand(len(rows), *v.shape).clone() for k, v in learned.items()}
         return params0, modality.problem(rows % m, seed_of[rows], rows, tr, device)
 
     def emit(rows: np.ndarray, res) -> None:
@@ -177,6 +196,8 @@ def fit(cfg: DictConfig) -> FitSummary:
         results["metric"].append(metric)
         results["fitted"] += len(rows)
         bar.update(len(rows))
+        if logger is not None:
+            logger.rows(rows, metric)
         allm = np.concatenate(results["metric"])
         bar.set_postfix_str(f"{modality.metric_name} {allm.mean():.2f}")
 
@@ -195,13 +216,17 @@ def fit(cfg: DictConfig) -> FitSummary:
     wall_s = time.perf_counter() - t0
     allm = np.concatenate(results["metric"]) if results["metric"] else np.zeros(0)
     fitted = results["fitted"]
-    return FitSummary(fitted=fitted, total_done=int(store.done.sum()), total=total,
-                      psnr_mean=float(allm.mean()) if fitted else math.nan,
-                      psnr_std=float(allm.std()) if fitted else math.nan,
-                      nefs_per_s=fitted / wall_s if wall_s else 0.0, train_s=train_s, wall_s=wall_s,
-                      warmup_s=fitter.warmup_s, store=str(store.path), metric=modality.metric_name,
-                      device=str(device), num_parallel_nefs=chunk, micro_batch=fitter.unit,
-                      peak_mem_mb=peak_memory_mb(device))
+    summary = FitSummary(fitted=fitted, total_done=int(store.done.sum()), total=total,
+                         psnr_mean=float(allm.mean()) if fitted else math.nan,
+                         psnr_std=float(allm.std()) if fitted else math.nan,
+                         nefs_per_s=fitted / wall_s if wall_s else 0.0, train_s=train_s, wall_s=wall_s,
+                         warmup_s=fitter.warmup_s, store=str(store.path), metric=modality.metric_name,
+                         device=str(device), num_parallel_nefs=chunk, micro_batch=fitter.unit,
+                         peak_mem_mb=peak_memory_mb(device), start_idx=start, end_idx=end,
+                         shard=None if sharding is None else int(cfg.task.shard))
+    if logger is not None:
+        logger.finish(summary)
+    return summary
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -210,6 +235,29 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class MetaStart(dict):
+    """A learned init (name -> tensor) and the hash of the file it came from."""
+
+    sha256: str = ""
+
+
+def meta_start(cfg: DictConfig, modality, layout: ParamLayout):
+    """None for the default init; the checked meta init for ``task.train.init=meta``."""
+    tr = cfg.task.train
+    mode = tr.get("init", "default")
+    if mode == "default":
+        return None
+    if mode != "meta":
+        raise FitnefError(f"task.train.init={mode!r}: use default or meta")
+    path = Path(tr.meta_init_path or Path(os.environ.get("NEF_PATH", "outputs/nefs")) / str(cfg.dataset.name)
+                / str(cfg.nef.name) / "meta_init" / "init.pt")
+    nef = {**OmegaConf.to_container(cfg.nef, resolve=True), "in_features": modality.in_features,
+           "out_features": modality.out_features}
+    start = MetaStart(load_init(path, nef, layout.names))
+    start.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    return start
 
 
 def micro_batch(setting, device: torch.device):

@@ -3,7 +3,7 @@ import importlib
 
 from nefs.errors import FitnefError
 
-MODALITIES = {"image": "tasks.image.modality:ImageModality"}
+MODALITIES = {"image": "tasks.image.modality:ImageModality", "shape": "tasks.shape.modality:ShapeModality"}
 
 
 def modality_class(name: str):

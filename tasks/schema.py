@@ -11,7 +11,7 @@ from omegaconf import MISSING
 class TrainConfig:
     start_idx: int = 0
     end_idx: Optional[int] = None
-    num_parallel_nefs: int = 256
+    num_parallel_nefs: Any = 256        # int, or auto (probe the device)
     num_steps: int = 500
     fixed_init: bool = True
     masked_portion: float = 1.0
@@ -21,6 +21,8 @@ class TrainConfig:
     compile: bool = True
     micro_batch: Optional[str] = "auto"
     continuous: bool = True
+    init: str = "default"              # default | meta (a learned init, see tasks/find_init.py)
+    meta_init_path: Optional[str] = None
 
 
 @dataclass
@@ -44,6 +46,8 @@ class ImageTaskConfig:
     name: str = "image"
     seeds: List[int] = field(default_factory=lambda: [0])
     nef_dir: str = MISSING
+    shard: Optional[int] = None     # this process's part of [start_idx, end_idx) (tasks/runs.py)
+    num_shards: int = 1
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -53,14 +57,18 @@ class ImageTaskConfig:
 class ShapeTrainConfig:
     start_idx: int = 0
     end_idx: Optional[int] = None
-    num_parallel_nefs: int = 64
-    num_steps: int = 500
+    num_parallel_nefs: Any = 64
+    num_steps: int = 1000
     fixed_init: bool = False
     num_points: Any = 2048          # per class per step: an integer, or [inside, outside]
     target_iou: Optional[float] = None
     check_every: int = 10
     multi_gpu: bool = False
     compile: bool = True
+    micro_batch: Optional[str] = "auto"
+    continuous: bool = True
+    init: str = "default"              # default | meta (a learned init, see tasks/find_init.py)
+    meta_init_path: Optional[str] = None
 
 
 @dataclass
@@ -77,6 +85,8 @@ class ShapeTaskConfig:
     name: str = "shape"
     seeds: List[int] = field(default_factory=lambda: [0])
     nef_dir: str = MISSING
+    shard: Optional[int] = None     # this process's part of [start_idx, end_idx) (tasks/runs.py)
+    num_shards: int = 1
     train: ShapeTrainConfig = field(default_factory=ShapeTrainConfig)
     log: ShapeLogConfig = field(default_factory=ShapeLogConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)

@@ -314,10 +314,15 @@ def test_last_flag_wins_and_each_key_once():
     assert (o["task.train.end_idx"], o["nef.hidden_dim"]) == ("7", "4")
 
 
-def test_ignored_meta_init_flags():
+def test_meta_init_flags():
     tr = t("--task.train.from_meta_init=False --task.train.meta_init_epoch=3 --task.meta_nef_dir=x")
-    assert not any("meta" in o for o in tr.overrides) and len(tr.notes) == 2
-    assert "meta-learned" in error("--task.train.from_meta_init=True")
+    assert "task.train.init=default" in tr.overrides and len(tr.notes) == 2
+    assert ov("--task.train.from_meta_init=True")["task.train.init"] == "meta"
+    fi = t("--task=config/image.py:find_init --task.meta.num_outer_steps=5 --task.meta.num_inner_steps=3 "
+           "--task.meta.inner_learning_rate=0.1 --task.meta.inner_optimizer_name=sgd")
+    assert fi.module == "tasks.find_init"
+    assert {"meta.outer_steps=5", "meta.inner_steps=3", "meta.inner_lr=0.1"} <= set(fi.overrides)
+    assert "sgd" in error("--task=config/image.py:find_init --task.meta.inner_optimizer_name=adam")
 
 
 def test_mode_specific_flags():

@@ -69,6 +69,8 @@ class ImageModality:
     def targets01(self, signal_idx: np.ndarray, device=None) -> torch.Tensor:
         """(n, H*W, C) ground truth on [0, 1]."""
         x = torch.from_numpy(self.images[np.asarray(signal_idx)])
+        if torch.device(device or "cpu").type == "cuda":  # uint8 over the bus, asynchronously
+            x = x.pin_memory().to(device, non_blocking=True)
         return x.to(device).reshape(len(signal_idx), -1, self.channels).float() / 255.0
 
     def problem(self, signal_idx, seeds, nef_idx, train_cfg=None, device=None) -> "ImageProblem":

@@ -1,0 +1,80 @@
+"""How a run executes, as opposed to what it computes: shards of the index range, the device of a
+shard, and the run facts a store keeps for later tools (``tasks.status``, ``tasks.inspect``).
+
+Sharding: ``task.shard=i task.num_shards=n`` fits the i-th of n contiguous, near-equal parts of
+[start_idx, end_idx). Shards are disjoint, so n processes (a joblib or SLURM multirun) fill one store;
+a NeF's result does not depend on the range it was fitted in, so the store equals a 1-process fit.
+"""
+import os
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from nefs.errors import FitnefError
+
+
+def shard_bounds(start: int, end: int, num_shards: int) -> list:
+    """[(lo, hi)] of ``num_shards`` contiguous, near-equal parts of [start, end) (sizes differ by <= 1)."""
+    n = end - start
+    return [(start + n * k // num_shards, start + n * (k + 1) // num_shards) for k in range(num_shards)]
+
+
+def shard_settings(task_cfg) -> Tuple[Optional[int], int]:
+    """(shard, num_shards) from ``task.shard`` / ``task.num_shards``, checked."""
+    raw_n = task_cfg.get("num_shards", 1)
+    shard = task_cfg.get("shard", None)
+    try:
+        num_shards = 1 if raw_n is None else int(raw_n)
+    except (TypeError, ValueError):
+        raise FitnefError(f"task.num_shards={raw_n!r}: must be a positive integer") from None
+    if num_shards < 1:
+        raise FitnefError(f"task.num_shards={num_shards}: must be >= 1")
+    if shard is None:
+        if num_shards > 1:
+            raise FitnefError(f"task.num_shards={num_shards} but task.shard is not set; give task.shard=<0..{num_shards - 1}>"
+                              f" (all at once: -m task.shard='range({num_shards})')")
+        return None, num_shards
+    shard = int(shard)
+    if not 0 <= shard < num_shards:
+        raise FitnefError(f"task.shard={shard}: must be in 0..{num_shards - 1} (task.num_shards={num_shards})")
+    return shard, num_shards
+
+
+def shard_range(task_cfg, start: int, end: int) -> Tuple[int, int, Optional[dict]]:
+    """This process's [lo, hi) of [start, end), and the sharding record for the store (None: unsharded)."""
+    shard, num_shards = shard_settings(task_cfg)
+    if shard is None:
+        return start, end, None
+    lo, hi = shard_bounds(start, end, num_shards)[shard]
+    return lo, hi, {"num_shards": num_shards, "start": start, "end": end}
+
+
+def shard_device(device: torch.device, requested: str, shard: Optional[int]) -> torch.device:
+    """Round-robin shards over the visible CUDA devices when the device was left to us (auto/cuda)."""
+    if shard is None or device.type != "cuda" or str(requested) not in ("auto", "cuda"):
+        return device
+    count = torch.cuda.device_count()
+    return torch.device("cuda", shard % count) if count > 1 else device
+
+
+def dataset_record(cfg: DictConfig) -> dict:
+    """The dataset config as run (path included, made absolute the way the readers resolve it:
+    relative paths are under $DATA_PATH, default ./data), so tools can reload it from the store."""
+    d = OmegaConf.to_container(cfg.dataset, resolve=True)
+    path = d.get("path")
+    if path not in (None, ""):
+        p = Path(os.path.expanduser(str(path)))
+        if not p.is_absolute():
+            p = Path(os.path.expanduser(os.environ.get("DATA_PATH", "data"))) / p
+        d["path"] = str(p.absolute())
+    return d
+
+
+def run_attrs(cfg: DictConfig, sharding: Optional[dict]) -> dict:
+    """Store attributes recorded by every fit (latest run wins): ``dataset``, and ``shards`` if sharded."""
+    out = {"dataset": dataset_record(cfg)}
+    if sharding is not None:
+        out["shards"] = sharding
+    return out
