@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .base import NeF
+from .base import NeF, feature_major, fm_linear, point_major
 from .init import truncated_normal_, uniform_, variance_scaling_uniform_
 
 
@@ -28,14 +28,16 @@ class _MFN(NeF):
         variance_scaling_uniform_(self.output.weight, 2.0, generator)  # he_uniform
         nn.init.zeros_(self.output.bias)
 
-    def filter(self, i: int, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def filter(self, i: int, xf: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Filter i on feature-major points xf (in, P) -> (hidden, P)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.filter(0, x)
+        xf = feature_major(x)
+        z = self.filter(0, xf)
         for i, layer in enumerate(self.linears, start=1):
-            z = self.filter(i, x) * layer(z)
-        return self.output(z)
+            z = self.filter(i, xf) * fm_linear(layer, z)
+        return point_major(fm_linear(self.output, z), x)
 
 
 class FourierNet(_MFN):
@@ -52,8 +54,8 @@ class FourierNet(_MFN):
             uniform_(f.bias, math.pi, generator)
         self._reset_linears(generator)
 
-    def filter(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        return torch.sin(self.filters[i](x))
+    def filter(self, i: int, xf: torch.Tensor) -> torch.Tensor:
+        return torch.sin(fm_linear(self.filters[i], xf))
 
 
 class GaborFilter(nn.Module):
@@ -65,9 +67,10 @@ class GaborFilter(nn.Module):
         self.gamma = nn.Parameter(torch.empty(hidden_dim))
         self.linear = nn.Linear(in_features, hidden_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sq_dist = (x ** 2).sum(-1, keepdim=True) + (self.mu ** 2).sum(0) - 2 * x @ self.mu
-        return torch.exp(-0.5 * sq_dist * self.gamma) * torch.sin(self.linear(x))
+    def forward(self, xf: torch.Tensor) -> torch.Tensor:
+        """Feature-major points (in, P) -> (hidden, P)."""
+        sq_dist = (xf ** 2).sum(0) + (self.mu ** 2).sum(0)[:, None] - 2 * self.mu.T @ xf
+        return torch.exp(-0.5 * sq_dist * self.gamma[:, None]) * torch.sin(fm_linear(self.linear, xf))
 
 
 class GaborNet(_MFN):
@@ -90,5 +93,5 @@ class GaborNet(_MFN):
             uniform_(f.linear.bias, math.pi, generator)
         self._reset_linears(generator)
 
-    def filter(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        return self.filters[i](x)
+    def filter(self, i: int, xf: torch.Tensor) -> torch.Tensor:
+        return self.filters[i](xf)

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from .base import NeF
+from .base import NeF, feature_major, fm_linear, point_major
 from .init import glorot_uniform_
 
 
@@ -22,6 +22,7 @@ class MLP(NeF):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = feature_major(x)
         for layer in self.layers:
-            x = torch.relu(layer(x))
-        return self.output(x)
+            h = torch.relu(fm_linear(layer, h))
+        return point_major(fm_linear(self.output, h), x)

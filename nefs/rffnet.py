@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from .base import NeF
+from .base import NeF, feature_major, fm_linear, point_major
 from .init import normal_, variance_scaling_normal_, variance_scaling_uniform_
 
 
@@ -37,8 +37,8 @@ class RFFNet(NeF):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.coefficients if self.learnable_coefficients else self.coefficients.detach()
-        proj = self.std * ((2 * math.pi) * x) @ b.T
-        x = torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+        proj = (self.std * 2 * math.pi) * (b @ feature_major(x))          # (hidden/2, P)
+        h = torch.cat([torch.sin(proj), torch.cos(proj)], dim=0)
         for layer in self.layers:
-            x = torch.relu(layer(x))
-        return self.output(x)
+            h = torch.relu(fm_linear(layer, h))
+        return point_major(fm_linear(self.output, h), x)

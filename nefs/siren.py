@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .base import NeF
+from .base import NeF, feature_major, fm_linear, point_major
 from .init import normal_, uniform_
 
 
@@ -35,6 +35,7 @@ class SIREN(NeF):
         nn.init.zeros_(self.output.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = feature_major(x)
         for layer in self.layers:
-            x = torch.sin(self.omega_0 * layer(x))
-        return self.output(x)
+            h = torch.sin(self.omega_0 * fm_linear(layer, h))
+        return point_major(fm_linear(self.output, h), x)

@@ -78,3 +78,45 @@ def test_fixed_init_shares_weights_within_a_seed_only():
 def test_bad_sizes_are_clear_errors(cls, kw):
     with pytest.raises(ValueError, match=list(kw)[0]):
         cls(**kw)
+
+
+def _textbook_forward(m, x):
+    """The point-major forward written with plain nn.Linear calls: the NeFs' feature-major
+    forward must compute exactly this function."""
+    if isinstance(m, SIREN):
+        for layer in m.layers:
+            x = torch.sin(m.omega_0 * layer(x))
+        return m.output(x)
+    if isinstance(m, MLP):
+        for layer in m.layers:
+            x = torch.relu(layer(x))
+        return m.output(x)
+    if isinstance(m, RFFNet):
+        proj = m.std * ((2 * math.pi) * x) @ m.coefficients.T
+        x = torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+        for layer in m.layers:
+            x = torch.relu(layer(x))
+        return m.output(x)
+
+    def filt(i, x):
+        f = m.filters[i]
+        if isinstance(m, FourierNet):
+            return torch.sin(f(x))
+        d = (x ** 2).sum(-1, keepdim=True) + (f.mu ** 2).sum(0) - 2 * x @ f.mu
+        return torch.exp(-0.5 * d * f.gamma) * torch.sin(f.linear(x))
+
+    z = filt(0, x)
+    for i, layer in enumerate(m.linears, start=1):
+        z = filt(i, x) * layer(z)
+    return m.output(z)
+
+
+@pytest.mark.parametrize("cls", list(COUNTS))
+def test_forward_is_the_textbook_function(cls):
+    m = cls(out_features=3)
+    m.reset_parameters(torch.Generator().manual_seed(1))
+    x = torch.rand(4, 7, 2) * 2 - 1
+    out = m(x)
+    assert out.shape == (4, 7, 3)
+    assert torch.allclose(out, _textbook_forward(m, x), atol=1e-5)
+    assert torch.allclose(m(x[0, 0]), out[0, 0], atol=1e-6)  # a single point works too
