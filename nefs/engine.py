@@ -73,7 +73,8 @@ class ChunkFitter:
 
     micro_batch: at most this many NeFs per compiled call; larger chunks are fitted as consecutive
     sub-chunks. On a CPU, throughput peaks once a chunk's activations fit in cache, so a big
-    ``num_parallel_nefs`` must not make it slower (None: no limit, the GPU default).
+    ``num_parallel_nefs`` must not make it slower. None: no limit (the GPU default); "cache": size it
+    from the NeF's width and points per step (``cache_sized_batch``).
     """
 
     def __init__(self, template: torch.nn.Module, optimizer: Callable, schedule: Callable[[int], float],
@@ -122,9 +123,13 @@ class ChunkFitter:
     def forward(self, batched: bool = False):
         return stacked_forward(self.template, batched)
 
-    def _unit_for(self, n: int) -> int:
+    def _unit_for(self, n: int, problem) -> int:
         if self.unit is None:
-            self.unit = min(n, self.micro_batch or n)
+            cap = self.micro_batch
+            if cap == "cache":
+                coords, _, _ = problem.train_batch(0)
+                cap = cache_sized_batch(self.template, coords.shape[-2])
+            self.unit = min(n, cap or n)
         return self.unit
 
     @property
@@ -145,7 +150,7 @@ class ChunkFitter:
     # -- fixed chunks --------------------------------------------------------------------------
     def fit(self, params: Params, problem) -> ChunkResult:
         n = next(iter(params.values())).shape[0]
-        unit = self._unit_for(n)
+        unit = self._unit_for(n, problem)
         if n == unit:
             return self._fit_unit(params, problem)
         parts = []
@@ -215,7 +220,8 @@ class ChunkFitter:
         NeFs. Returns the training time (warm-up excluded).
         """
         queue: Iterator[int] = iter(rows.tolist())
-        slots = self._unit_for(min(slots, len(rows)))
+        params0, problem0 = make(rows[:1])
+        slots = self._unit_for(min(slots, len(rows)), problem0)
 
         def take(k):
             got = [r for _, r in zip(range(k), queue)]
@@ -275,6 +281,19 @@ class ChunkFitter:
                 slot_row[fin_np[: len(new)]] = new
         _sync(device)
         return time.perf_counter() - t0 - warmup
+
+
+# Activations of one compiled call that a CPU keeps in cache: measured on the 2-core EPYC of
+# docs/performance.md, where SIREN-8 peaks at 64 NeFs, MLP-15 at 16-32 and SIREN-32 at 16 (784 points).
+CPU_CACHE_BYTES = 1.5 * 2**20
+
+
+def cache_sized_batch(template: torch.nn.Module, points: int) -> int:
+    """NeFs per compiled call whose widest activation (points x width floats) fits CPU_CACHE_BYTES,
+    as a power of two in [8, 256]."""
+    width = max((p.shape[0] for p in template.parameters() if p.dim() == 2), default=1)
+    fit = CPU_CACHE_BYTES / (4 * points * width)
+    return int(min(256, max(8, 2 ** round(math.log2(max(fit, 1))))))
 
 
 def _sync(device: torch.device) -> None:

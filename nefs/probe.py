@@ -3,7 +3,7 @@
 On a GPU, throughput grows with the chunk until the device is saturated, and memory bounds it:
 the probe doubles the chunk while a few training steps get at least 10% more NeF-steps per second and
 peak memory stays within half of what is free. On a CPU the engine's micro-batch (cache-sized
-sub-chunks) already decides the compute shape, so the chunk is simply that.
+sub-chunks) already decides the compute shape, so the chunk only sets how often rows are written.
 """
 import logging
 import time
@@ -20,8 +20,9 @@ SIZES = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 def choose_num_parallel(fitter, make: Callable, rows: np.ndarray, device: torch.device,
                         micro_batch: Optional[int], steps: int = 3) -> int:
     if device.type != "cuda":
-        chosen = micro_batch or 256
-        log.info("num_parallel_nefs=auto: %d on %s (the micro-batch)", chosen, device)
+        chosen = micro_batch if isinstance(micro_batch, int) else 256
+        log.info("num_parallel_nefs=auto: %d on %s (the engine splits it into cache-sized micro-batches)",
+                 chosen, device)
         return chosen
     free, _ = torch.cuda.mem_get_info(device)
     best, best_rate, report = SIZES[0], 0.0, []

@@ -31,9 +31,6 @@ from .runs import run_attrs, shard_device, shard_range
 
 log = logging.getLogger(__name__)
 
-# NeFs per compiled call on a CPU; see scripts/bench.py and docs/performance.md for the measurement.
-CPU_MICRO_BATCH = 256
-
 # Keys that say how a run executes, not what it computes: they may differ between runs on one store.
 RUN_ONLY_KEYS = ("device", "task.nef_dir", "task.train.start_idx", "task.train.end_idx",
                  "task.train.num_parallel_nefs", "task.train.multi_gpu", "task.train.compile",
@@ -265,7 +262,7 @@ def micro_batch(setting, device: torch.device):
     if setting in (None, "none", "null"):
         return None
     if setting == "auto":
-        return CPU_MICRO_BATCH if device.type == "cpu" else None
+        return "cache" if device.type == "cpu" else None  # see nefs.engine.cache_sized_batch
     try:
         value = int(setting)
     except (TypeError, ValueError):
