@@ -233,7 +233,7 @@ class ChunkFitter:
         params = {k: v.detach().clone() for k, v in params.items()}
         device = next(iter(params.values())).device
         slot_row = np.concatenate([first, np.full(slots - len(first), -1)])   # -1: idle slot
-        opt = slot_optimizer(self.optimizer, params)
+        opt = slot_optimizer(self.optimizer, params, compile=self.compile)
         lr_table = torch.tensor([self.schedule(s) for s in range(self.num_steps)], device=device)
         forward = self.forward()
         warmup, it = 0.0, 0

@@ -23,11 +23,13 @@ def _per_slot(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class SlotOptimizer:
     state_names: tuple = ()
 
-    def __init__(self, params: Params):
+    def __init__(self, params: Params, compile: bool = False):
         self.params = params
         first = next(iter(params.values()))
         self.step_count = torch.zeros(first.shape[0], dtype=torch.long, device=first.device)
         self.state = {s: {k: torch.zeros_like(p) for k, p in params.items()} for s in self.state_names}
+        # dozens of tiny elementwise ops per step: fused into a few kernels when compiled
+        self._apply = torch.compile(self._apply_eager, dynamic=False) if compile else self._apply_eager
 
     def reset(self, slots: torch.Tensor) -> None:
         """Fresh optimizer state for the NeFs now in ``slots``."""
@@ -40,7 +42,10 @@ class SlotOptimizer:
     def step(self, grads: Params, lr: torch.Tensor) -> None:
         """One update; ``lr`` is (S,), each slot's learning rate."""
         self.step_count += 1
-        for k, p in self.params.items():
+        self._apply(self.params, grads, lr, self.step_count, self.state)
+
+    def _apply_eager(self, params, grads, lr, step_count, state) -> None:
+        for k, p in params.items():
             self._update(k, p, grads[k], _per_slot(lr.to(p.dtype), p))
 
     def _update(self, k, p, g, lr):  # pragma: no cover - abstract
@@ -50,8 +55,8 @@ class SlotOptimizer:
 class SlotAdam(SlotOptimizer):
     state_names = ("exp_avg", "exp_avg_sq")
 
-    def __init__(self, params, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
-        super().__init__(params)
+    def __init__(self, params, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False, compile=False):
+        super().__init__(params, compile)
         self.b1, self.b2 = (float(b) for b in betas)
         self.eps, self.wd, self.decoupled = float(eps), float(weight_decay), decoupled
 
@@ -74,8 +79,8 @@ class SlotAdam(SlotOptimizer):
 class SlotSGD(SlotOptimizer):
     state_names = ("momentum_buffer",)
 
-    def __init__(self, params, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(params)
+    def __init__(self, params, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, compile=False):
+        super().__init__(params, compile)
         self.momentum, self.dampening = float(momentum), float(dampening)
         self.nesterov, self.wd = bool(nesterov), float(weight_decay)
 
@@ -94,8 +99,9 @@ class SlotSGD(SlotOptimizer):
 class SlotRMSprop(SlotOptimizer):
     state_names = ("square_avg", "momentum_buffer", "grad_avg")
 
-    def __init__(self, params, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0):
-        super().__init__(params)
+    def __init__(self, params, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0,
+                 compile=False):
+        super().__init__(params, compile)
         self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
         self.centered, self.wd = bool(centered), float(weight_decay)
 
@@ -118,7 +124,7 @@ class SlotRMSprop(SlotOptimizer):
             p.sub_(lr * g / avg)
 
 
-def slot_optimizer(optimizer_factory, params: Params) -> SlotOptimizer:
+def slot_optimizer(optimizer_factory, params: Params, compile: bool = False) -> SlotOptimizer:
     """The per-slot twin of a configured torch.optim optimizer (a functools.partial from Hydra)."""
     func = optimizer_factory.func if isinstance(optimizer_factory, functools.partial) else optimizer_factory
     kw = dict(getattr(optimizer_factory, "keywords", {}) or {})
@@ -126,12 +132,12 @@ def slot_optimizer(optimizer_factory, params: Params) -> SlotOptimizer:
         if kw.pop(drop, False) and drop in ("maximize", "amsgrad"):
             raise FitnefError(f"continuous batching does not support optimizer option {drop}=true")
     if func is torch.optim.Adam:
-        return SlotAdam(params, **kw)
+        return SlotAdam(params, compile=compile, **kw)
     if func is torch.optim.AdamW:
-        return SlotAdam(params, decoupled=True, **{"weight_decay": 1e-2, **kw})
+        return SlotAdam(params, compile=compile, decoupled=True, **{"weight_decay": 1e-2, **kw})
     if func is torch.optim.SGD:
-        return SlotSGD(params, **kw)
+        return SlotSGD(params, compile=compile, **kw)
     if func is torch.optim.RMSprop:
-        return SlotRMSprop(params, **kw)
+        return SlotRMSprop(params, compile=compile, **kw)
     raise FitnefError(f"continuous batching supports optimizers adam, adamw, sgd, rmsprop, not {func.__name__}; "
                       f"set task.train.continuous=false")

@@ -128,16 +128,15 @@ class NefStore:
 
     def write_rows(self, rows: np.ndarray, params: np.ndarray, metric: np.ndarray, steps: np.ndarray) -> None:
         """Write fitted rows (sorted indices); ``done`` is set only after the data is on disk."""
-        rows = np.asarray(rows)
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return
         g = self.group
-        with _lock(self.path):
-            for lo, hi in _runs(rows):
-                sl = slice(int(rows[lo]), int(rows[hi - 1]) + 1)
-                g["params"][sl] = params[lo:hi].astype(np.float32)
-                g[self.metric_name][sl] = metric[lo:hi].astype(np.float32)
-                g["steps"][sl] = steps[lo:hi].astype(np.int32)
-            for lo, hi in _runs(rows):
-                g["done"][int(rows[lo]):int(rows[hi - 1]) + 1] = True
+        with _lock(self.path):  # one orthogonal write per array, whatever gaps the rows have
+            g["params"].set_orthogonal_selection((rows, slice(None)), params.astype(np.float32))
+            g[self.metric_name].set_orthogonal_selection(rows, metric.astype(np.float32))
+            g["steps"].set_orthogonal_selection(rows, steps.astype(np.int32))
+            g["done"].set_orthogonal_selection(rows, np.ones(len(rows), dtype=bool))
 
     # -- user API ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -226,16 +225,6 @@ class NefDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return torch.from_numpy(self.params[i]), int(self.labels[i])
-
-
-def _runs(rows: np.ndarray):
-    """(lo, hi) positions of maximal runs of consecutive indices in a sorted array."""
-    if len(rows) == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = np.concatenate([[0], breaks])
-    ends = np.concatenate([breaks, [len(rows)]])
-    return list(zip(starts.tolist(), ends.tolist()))
 
 
 def open_store(path) -> NefStore:

@@ -183,13 +183,21 @@ def fit(cfg: DictConfig) -> FitSummary:
             params0 = {k: v.to(device).expand(len(rows), *v.shape).clone() for k, v in learned.items()}
         return params0, modality.problem(rows % m, seed_of[rows], rows, tr, device)
 
+    finished = []  # (rows, flat params, metric, steps) fitted but not yet written
+
+    def flush() -> None:
+        """Write the finished rows in one locked write (a crash before it only costs a refit)."""
+        if finished:
+            rows, flat, metric, steps = (np.concatenate(x) for x in zip(*finished))
+            order = np.argsort(rows)  # continuous batching finishes rows out of order
+            store.write_rows(rows[order], flat[order], metric[order], steps[order])
+            finished.clear()
+
     def emit(rows: np.ndarray, res) -> None:
-        order = np.argsort(rows)  # continuous batching finishes rows out of order
-        rows = rows[order]
-        sel = torch.as_tensor(order, device=res.metric.device)
-        metric = res.metric[sel].cpu().numpy()
-        flat = layout.flatten({k: v[sel] for k, v in res.params.items()}).cpu().numpy()
-        store.write_rows(rows, flat, metric, res.steps[sel].cpu().numpy())
+        metric = res.metric.cpu().numpy()
+        finished.append((rows, layout.flatten(res.params).cpu().numpy(), metric, res.steps.cpu().numpy()))
+        if sum(len(f[0]) for f in finished) >= chunk:
+            flush()
         results["metric"].append(metric)
         results["fitted"] += len(rows)
         bar.update(len(rows))
@@ -202,13 +210,16 @@ def fit(cfg: DictConfig) -> FitSummary:
         chunk = choose_num_parallel(fitter, make, pending, device, micro_batch(tr.micro_batch, device))
     t0 = time.perf_counter()
     train_s = 0.0
-    if len(pending) and fitter.target is not None and tr.continuous:
-        train_s = fitter.fit_stream(pending, make, chunk, emit)
-    else:
-        for rows in _chunks(pending, chunk):
-            res = fitter.fit(*make(rows))
-            train_s += res.train_s
-            emit(rows, res)
+    try:
+        if len(pending) and fitter.target is not None and tr.continuous:
+            train_s = fitter.fit_stream(pending, make, chunk, emit)
+        else:
+            for rows in _chunks(pending, chunk):
+                res = fitter.fit(*make(rows))
+                train_s += res.train_s
+                emit(rows, res)
+    finally:  # also on Ctrl-C: rows already fitted are kept
+        flush()
     bar.close()
     wall_s = time.perf_counter() - t0
     allm = np.concatenate(results["metric"]) if results["metric"] else np.zeros(0)
