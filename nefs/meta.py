@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
-from torch.func import functional_call, grad, grad_and_value
+from torch.func import functional_call, grad_and_value
 
 from .errors import FitnefError
 from .store import diff_keys

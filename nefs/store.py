@@ -13,7 +13,6 @@ and whole, or not done (refitted on resume). Every write holds an exclusive file
 fitting disjoint ranges into one store serialise their read-modify-write of shared chunks.
 """
 import json
-import os
 from pathlib import Path
 from typing import Optional
 

@@ -4,7 +4,6 @@ Fit from it with ``python -m tasks.fit task.train.init=meta`` (same nef and data
 """
 import json
 import logging
-import sys
 
 import hydra
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nefs.errors import FitnefError
+from nefs.errors import FitnefError, reported_as_one_line
 from nefs.keyed import key
 from nefs.meta import MetaConfig, MetaLearner, save_init
 from nefs.stack import init_stacked
@@ -89,11 +88,8 @@ def compare(cfg, modality, template, inits: dict, held_idx, device) -> dict:
 
 @hydra.main(config_path="../conf", config_name="find_init", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with reported_as_one_line():
         report = run(cfg)
-    except FitnefError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     print(json.dumps(report))
 
 

@@ -1,11 +1,10 @@
 """Fit a neural dataset: ``python -m tasks.fit nef=siren dataset=mnist``."""
 import logging
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from nefs.errors import FitnefError
+from nefs.errors import reported_as_one_line
 
 log = logging.getLogger(__name__)
 
@@ -14,11 +13,8 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> float:
     from .fitting import fit
 
-    try:
+    with reported_as_one_line():
         summary = fit(cfg)
-    except FitnefError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     _write_summary(summary)
     print(summary.line())
     return summary.psnr_mean

@@ -1,5 +1,8 @@
 """Structured configs: types for the task group, so a bad override fails early with Hydra's
-readable message (e.g. "Value 'abc' of type 'str' could not be converted to Integer")."""
+readable message (e.g. "Value 'abc' of type 'str' could not be converted to Integer").
+
+What every modality shares lives in the base classes; each task adds its own keys and defaults.
+"""
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -14,8 +17,6 @@ class TrainConfig:
     num_parallel_nefs: Any = 256        # int, or auto (probe the device)
     num_steps: int = 500
     fixed_init: bool = True
-    masked_portion: float = 1.0
-    target_psnr: Optional[float] = None
     check_every: int = 10
     multi_gpu: bool = False
     compile: bool = True
@@ -26,12 +27,36 @@ class TrainConfig:
 
 
 @dataclass
+class ImageTrainConfig(TrainConfig):
+    masked_portion: float = 1.0
+    target_psnr: Optional[float] = None
+
+
+@dataclass
+class ShapeTrainConfig(TrainConfig):
+    num_parallel_nefs: Any = 64
+    num_steps: int = 1000
+    fixed_init: bool = False
+    num_points: Any = 2048          # per class per step: an integer, or [inside, outside]
+    target_iou: Optional[float] = None
+
+
+@dataclass
 class LogConfig:
     progress: bool = True
     loss: int = 10
     metrics: int = 10
-    images: int = 500
     use_wandb: bool = False
+
+
+@dataclass
+class ImageLogConfig(LogConfig):
+    images: int = 500
+
+
+@dataclass
+class ShapeLogConfig(LogConfig):
+    meshes: int = 2500
 
 
 @dataclass
@@ -42,54 +67,27 @@ class WandbConfig:
 
 
 @dataclass
-class ImageTaskConfig:
-    name: str = "image"
+class TaskConfig:
+    name: str = MISSING
     seeds: List[int] = field(default_factory=lambda: [0])
     nef_dir: str = MISSING
     shard: Optional[int] = None     # this process's part of [start_idx, end_idx) (tasks/runs.py)
     num_shards: int = 1
-    train: TrainConfig = field(default_factory=TrainConfig)
-    log: LogConfig = field(default_factory=LogConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
-class ShapeTrainConfig:
-    start_idx: int = 0
-    end_idx: Optional[int] = None
-    num_parallel_nefs: Any = 64
-    num_steps: int = 1000
-    fixed_init: bool = False
-    num_points: Any = 2048          # per class per step: an integer, or [inside, outside]
-    target_iou: Optional[float] = None
-    check_every: int = 10
-    multi_gpu: bool = False
-    compile: bool = True
-    micro_batch: Optional[str] = "auto"
-    continuous: bool = True
-    init: str = "default"              # default | meta (a learned init, see tasks/find_init.py)
-    meta_init_path: Optional[str] = None
+class ImageTaskConfig(TaskConfig):
+    name: str = "image"
+    train: ImageTrainConfig = field(default_factory=ImageTrainConfig)
+    log: ImageLogConfig = field(default_factory=ImageLogConfig)
 
 
 @dataclass
-class ShapeLogConfig:
-    progress: bool = True
-    loss: int = 10
-    metrics: int = 10
-    meshes: int = 2500
-    use_wandb: bool = False
-
-
-@dataclass
-class ShapeTaskConfig:
+class ShapeTaskConfig(TaskConfig):
     name: str = "shape"
-    seeds: List[int] = field(default_factory=lambda: [0])
-    nef_dir: str = MISSING
-    shard: Optional[int] = None     # this process's part of [start_idx, end_idx) (tasks/runs.py)
-    num_shards: int = 1
     train: ShapeTrainConfig = field(default_factory=ShapeTrainConfig)
     log: ShapeLogConfig = field(default_factory=ShapeLogConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 def register() -> None:

@@ -6,13 +6,12 @@ fits are writing. Takes every key of tasks.fit, so ``python -m tasks.status nef=
 default MLP store. Also writes nothing to outputs/ (no Hydra run dir).
 """
 import json
-import sys
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from nefs.errors import FitnefError
+from nefs.errors import FitnefError, reported_as_one_line
 
 from .runs import shard_bounds
 
@@ -67,13 +66,10 @@ def report(st: dict) -> str:
 
 @hydra.main(config_path="../conf", config_name="status", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with reported_as_one_line():
         num_shards = cfg.task.get("num_shards")
         explicit = num_shards if num_shards not in (None, 1) else None
         st = status(cfg.task.nef_dir, explicit)
-    except FitnefError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     print(report(st))
     if cfg.get("json"):
         print(json.dumps({k: v for k, v in st.items() if not k.startswith("_")}))

@@ -24,7 +24,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, open_dict
 
-from nefs.errors import FitnefError
+from nefs.errors import FitnefError, reported_as_one_line
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,8 @@ def trial(cfg: DictConfig) -> tuple:
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    try:
+    with reported_as_one_line():
         value, summary = trial(cfg)
-    except FitnefError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     data = dataclasses.asdict(summary)
     data.update({"objective": value, "objective_name": str(cfg.tune.objective), "store": "(temporary, deleted)"})
     try:

@@ -14,7 +14,6 @@ multi-line error, which would hide the message.
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import zlib
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ import numpy as np
 from PIL import Image
 
 from nefs.errors import FitnefError
+
+from ..data_source import DataSource, data_path_note
 
 _RESAMPLE = Image.Resampling.BILINEAR
 _FOLDER_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -42,49 +43,16 @@ class ImageData:
     labels: np.ndarray  # int64, shape (M,), -1 where there is no label
 
 
-def _data_path_note() -> str:
-    """Say where relative dataset paths are resolved, for error messages."""
-    value = os.environ.get("DATA_PATH")
-    if value is None:
-        return "DATA_PATH is unset, so relative paths are under ./data"
-    return f"DATA_PATH={value}"
-
-
-class ImageDataset:
+class ImageDataset(DataSource):
     """Base class: resolves the data root, validates options and the channel count.
 
     Subclasses implement :meth:`_read`; :meth:`load` wraps it so that every dataset checks
     ``out_channels`` and option names the same way.
     """
 
-    #: Extra keyword options a subclass accepts (besides name/path/out_channels).
-    options: Sequence[str] = ()
-
-    def __init__(
-        self, name: str, path: str | None = None, out_channels: int | None = None, **kwargs
-    ):
-        self.name = name
-        self.path = path
-        self.out_channels = out_channels
-        # Unknown options are reported by load(), not here (see the module docstring).
-        self._unknown = {k: v for k, v in kwargs.items() if k not in self.options}
-
-    @property
-    def root(self) -> Path:
-        """``path`` if absolute, else ``$DATA_PATH/path`` (DATA_PATH defaults to ``data``)."""
-        path = Path(os.path.expanduser(str(self.path))) if self.path is not None else Path("")
-        if path.is_absolute():
-            return path
-        return Path(os.path.expanduser(os.environ.get("DATA_PATH", "data"))) / path
-
     def load(self) -> ImageData:
         """Read the whole dataset into memory and check it against the config."""
-        if self._unknown:
-            allowed = ", ".join(["name", "path", "out_channels", *self.options])
-            raise FitnefError(
-                f"unknown option(s) dataset.{', dataset.'.join(sorted(self._unknown))} for "
-                f"{type(self).__name__}; allowed: {allowed}"
-            )
+        self.check_options()
         data = self._read()
         images, labels = data.images, data.labels
         assert images.dtype == np.uint8 and images.ndim == 4, (images.dtype, images.shape)
@@ -106,7 +74,7 @@ class ImageDataset:
         """The error for absent data: where we looked, what we wanted, how to point elsewhere."""
         return FitnefError(
             f"{self.name} data not found at {where.absolute()}: expected {expected} "
-            f"(dataset.path={self.path!r}; {_data_path_note()}; set DATA_PATH or dataset.path)"
+            f"(dataset.path={self.path!r}; {data_path_note()}; set DATA_PATH or dataset.path)"
         )
 
     def _bad_file(self, file: Path, problem: str) -> FitnefError:

@@ -4,7 +4,6 @@ Conventions follow fit-a-nef: coordinates on linspace(-1, 1) with coords[..., 0]
 and coords[..., 1] the row (y) of a row-major flattened image; pixels standardised by the dataset's
 per-channel mean/std for training; metrics on the [0, 1] scale, reconstructions clamped to it.
 """
-import math
 
 import numpy as np
 import torch

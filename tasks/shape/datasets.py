@@ -9,7 +9,6 @@ bundled primitives are sampled once into memory. Problems with the user's data a
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,6 +17,7 @@ import numpy as np
 
 from nefs.errors import FitnefError
 
+from ..data_source import DataSource, data_path_note
 from .meshes import MESH_EXTENSIONS, NPZ_KEYS, load_mesh, mesh_files, occupancy_samples, path_seed
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class ShapeData:
     names: list                             # where each shape came from (file or model id)
     reader: Callable[[int], tuple] = field(repr=False)  # i -> (points (P, 3) float32, occupancy (P,) bool)
     max_points: int = 0                     # the most points a shape has (fit chunks are padded to it)
+    mesh: Callable[[int], object] | None = field(default=None, repr=False)  # i -> its trimesh (original frame)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -55,34 +56,11 @@ def _in_memory(samples: Sequence[dict]) -> Callable[[int], tuple]:
     return lambda i: (points[i], occ[i])
 
 
-def _data_path_note() -> str:
-    value = os.environ.get("DATA_PATH")
-    return "DATA_PATH is unset, so relative paths are under ./data" if value is None else f"DATA_PATH={value}"
-
-
-class ShapeDataset:
+class ShapeDataset(DataSource):
     """Base: data root, option checks; subclasses implement ``_read``."""
 
-    options: Sequence[str] = ()
-
-    def __init__(self, name: str, path: str | None = None, out_channels: int | None = None, **kwargs):
-        self.name = name
-        self.path = path
-        self.out_channels = out_channels
-        self._unknown = {k: v for k, v in kwargs.items() if k not in self.options}
-
-    @property
-    def root(self) -> Path:
-        path = Path(os.path.expanduser(str(self.path))) if self.path is not None else Path("")
-        if path.is_absolute():
-            return path
-        return Path(os.path.expanduser(os.environ.get("DATA_PATH", "data"))) / path
-
     def load(self) -> ShapeData:
-        if self._unknown:
-            allowed = ", ".join(["name", "path", "out_channels", *self.options])
-            raise FitnefError(f"unknown option(s) dataset.{', dataset.'.join(sorted(self._unknown))} for "
-                              f"{type(self).__name__}; allowed: {allowed}")
+        self.check_options()
         if self.out_channels is not None and int(self.out_channels) != 1:
             raise FitnefError(f"dataset.out_channels={self.out_channels} but {self.name} occupancies have 1 channel")
         data = self._read()
@@ -94,7 +72,7 @@ class ShapeDataset:
 
     def _missing(self, where: Path, expected: str) -> FitnefError:
         return FitnefError(f"{self.name} data not found at {where.absolute()}: expected {expected} "
-                           f"(dataset.path={self.path!r}; {_data_path_note()}; set DATA_PATH or dataset.path)")
+                           f"(dataset.path={self.path!r}; {data_path_note()}; set DATA_PATH or dataset.path)")
 
     def _positive(self, option: str, value, allow_zero: bool = False) -> int:
         ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
@@ -127,8 +105,8 @@ class _Sampled(ShapeDataset):
                                  np.random.default_rng(seed), name=name)
 
     @staticmethod
-    def _data(samples, labels, names) -> ShapeData:
-        return ShapeData(labels=np.asarray(labels, np.int64),
+    def _data(samples, labels, names, mesh=None) -> ShapeData:
+        return ShapeData(labels=np.asarray(labels, np.int64), mesh=mesh,
                          loc=np.stack([s["loc"] for s in samples]).astype(np.float32),
                          scale=np.asarray([s["scale"] for s in samples], np.float32),
                          names=list(names), reader=_in_memory(samples),
@@ -245,7 +223,7 @@ class MeshFolder(_Sampled):
         index = {c: i for i, c in enumerate(classes)}
         labels = [index[r.parts[0]] if len(r.parts) > 1 else -1 for r in rel]
         samples = [self._sample(load_mesh(folder / r), path_seed(r), str(folder / r)) for r in _bar(rel, "meshes")]
-        return self._data(samples, labels, [r.as_posix() for r in rel])
+        return self._data(samples, labels, [r.as_posix() for r in rel], mesh=lambda i: load_mesh(folder / rel[int(i)]))
 
 
 # -- bundled primitives ---------------------------------------------------------------------------
@@ -306,11 +284,13 @@ class Primitives(_Sampled):
         from nefs.keyed import key
 
         jobs = [(PRIMITIVE_CLASSES.index(c), c, k) for c in classes for k in range(self.per_class)]
-        samples = []
+        samples, meshes = [], []
         for label, kind, k in _bar(jobs, "primitives"):
             mesh = primitive(kind, np.random.default_rng(key(label, k)))
             samples.append(self._sample(mesh, key(label, k, 1), f"{kind}_{k}"))
-        return self._data(samples, [j[0] for j in jobs], [f"{c}_{k}" for _, c, k in jobs])
+            meshes.append(mesh)
+        return self._data(samples, [j[0] for j in jobs], [f"{c}_{k}" for _, c, k in jobs],
+                          mesh=lambda i: meshes[int(i)])
 
 
 def _bar(items, what: str):
