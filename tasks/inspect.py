@@ -11,12 +11,14 @@ Everything the store needs is read from the store (NeF, dataset and where its fi
 - with ``compare=<other store>``: ``compare.md`` / ``compare.json``, both stores in one table (on
   the rows done in both when they index the same signals).
 
+Shape stores (``task=shape``) get IoU / chamfer stats, ``mesh_<row>.ply`` and ``shape_<row>.png``
+instead: see :mod:`tasks.shape.inspect` (``inspect.resolution``, ``inspect.chamfer_points``).
+
 Only rows marked done are read, so a store that is still being fitted can be inspected.
 """
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nefs.errors import FitnefError
+from nefs.errors import FitnefError, reported_as_one_line
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +221,14 @@ def run(cfg: DictConfig, out: Path) -> dict:
     from .fitting import resolve_device
 
     device = resolve_device(cfg.get("device", "cpu"))
+    from nefs.store import open_store
+
+    if open_store(cfg.task.nef_dir).modality_info.get("name") == "shape":
+        if cfg.get("compare"):
+            raise FitnefError("compare= is for image stores; inspect shape stores one at a time")
+        from tasks.shape.inspect import run as run_shapes
+
+        return run_shapes(cfg, out, open_store(cfg.task.nef_dir), _explicit_data_path(cfg), device)
     store = image_store(cfg.task.nef_dir)
     images = load_images(store, _explicit_data_path(cfg))
     rows = done_rows(store, ins.max_rows)
@@ -291,11 +301,13 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     out = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    with reported_as_one_line():
         report = run(cfg, out)
-    except FitnefError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if report.get("modality") == "shape":
+        from tasks.shape.inspect import summary_lines
+
+        print("\n".join(summary_lines(report, out)))
+        return
     p = report["psnr"]
     print(f"inspected {report['num_rows']} done rows ({report['done']}/{report['total']} done) of {report['store']}: "
           f"psnr {p['mean']:.2f} ± {p['std']:.2f} dB (store: {report['store_psnr']['mean']:.2f}), "

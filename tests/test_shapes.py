@@ -214,3 +214,36 @@ def test_image_stores_have_no_query(compose, tmp_path):
     fit(compose("task.train.num_steps=2", "task.train.compile=false", "task.train.end_idx=2", "dataset.resolution=8"))
     with pytest.raises(FitnefError, match="image NeFs, which have no query"):
         open_store(tmp_path / "store").query(0, np.zeros((1, 3)))
+
+
+def test_inspect_a_shape_store_writes_iou_chamfer_meshes_and_renders(tmp_path):
+    import json
+
+    from PIL import Image
+
+    pytest.importorskip("matplotlib")
+    fit_args = [*QUICK, *SMALL, "dataset.per_class=1", "dataset.classes=[box,ellipsoid]", "device=cpu",
+                f"task.nef_dir={tmp_path / 'store'}", f"hydra.run.dir={tmp_path / 'fit'}", "task.log.progress=false"]
+    out = subprocess.run([sys.executable, "-m", "tasks.fit", *fit_args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    ins = tmp_path / "inspect"
+    out = subprocess.run([sys.executable, "-m", "tasks.inspect", f"task.nef_dir={tmp_path / 'store'}",
+                          f"hydra.run.dir={ins}", "inspect.resolution=32", "inspect.chamfer_points=2000"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "inspected 2 done rows" in out.stdout and "chamfer" in out.stdout
+    metrics = json.loads((ins / "metrics.json").read_text())
+    store = open_store(tmp_path / "store")
+    assert metrics["modality"] == "shape" and metrics["num_rows"] == 2
+    for k in ("iou", "store_iou", "chamfer", "chamfer_normalised"):
+        assert set(metrics[k]) == {"mean", "std", "min", "max"} and all(np.isfinite(v) for v in metrics[k].values())
+    assert metrics["iou"]["mean"] == pytest.approx(float(store.metric[store.done].mean()), abs=1e-3)
+    assert metrics["store_iou"]["mean"] == pytest.approx(float(store.metric[store.done].mean()), abs=1e-6)
+    assert metrics["chamfer"]["min"] > 0 and metrics["chamfer_reference"] == ["mesh surface"]
+    for r in (0, 1):
+        mesh = trimesh.load(ins / f"mesh_{r}.ply")
+        assert len(mesh.faces) > 0
+        assert np.allclose(mesh.vertices, store.extract_mesh(r, resolution=32).vertices, atol=1e-4)
+        with Image.open(ins / f"shape_{r}.png") as im:
+            assert im.size[0] > 300 and im.size[1] > 200
