@@ -106,6 +106,19 @@ def image_store(path):
     return store
 
 
+def sampled_rows(store, rows: np.ndarray, ins, rng: np.random.Generator) -> np.ndarray:
+    """The rows to draw: ``inspect.rows`` (each must be done), else a sample of ``rows`` drawn with rng."""
+    if ins.rows is not None:
+        shown = np.asarray([int(r) for r in ins.rows])
+        done_now = store.done
+        bad = [int(r) for r in shown if not (0 <= r < len(store) and done_now[r])]
+        if bad:
+            raise FitnefError(f"inspect.rows: {bad} are not done rows of {store.path}")
+        return shown
+    k = min(int(ins.num_samples), len(rows))
+    return np.sort(rng.choice(rows, size=k, replace=False)) if k else rows[:0]
+
+
 def done_rows(store, max_rows: Optional[int] = None) -> np.ndarray:
     rows = np.flatnonzero(store.done)  # read once: rows finished later are not part of this inspection
     if max_rows is not None:
@@ -236,16 +249,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
     report = summarize(store, rows, per_row)
 
     # pictures of a sample of rows
-    rng = np.random.default_rng(int(ins.sample_seed))
-    if ins.rows is not None:
-        shown = np.asarray([int(r) for r in ins.rows])
-        done_now = store.done
-        bad = [int(r) for r in shown if not (0 <= r < len(store) and done_now[r])]
-        if bad:
-            raise FitnefError(f"inspect.rows: {bad} are not done rows of {store.path}")
-    else:
-        k = min(int(ins.num_samples), len(rows))
-        shown = np.sort(rng.choice(rows, size=k, replace=False)) if k else rows[:0]
+    shown = sampled_rows(store, rows, ins, np.random.default_rng(int(ins.sample_seed)))
     pngs = []
     if len(shown):
         up = int(ins.upscale)

@@ -139,7 +139,7 @@ def render(gt_mesh, gt_points, rec_mesh, title: str, path: Path, rng) -> None:
 
 
 def run(cfg, out: Path, store, data_path: Optional[str] = None, device="cpu") -> dict:
-    from tasks.inspect import done_rows, stats
+    from tasks.inspect import done_rows, sampled_rows, stats
 
     require("trimesh")  # fail early, with the extra to install
     require("matplotlib")
@@ -151,15 +151,7 @@ def run(cfg, out: Path, store, data_path: Optional[str] = None, device="cpu") ->
     data = load_shapes(store, data_path)
     rows = done_rows(store, ins.max_rows)
     rng = np.random.default_rng(int(ins.sample_seed))
-    if ins.rows is not None:
-        shown = np.asarray([int(r) for r in ins.rows])
-        done_now = store.done
-        bad = [int(r) for r in shown if not (0 <= r < len(store) and done_now[r])]
-        if bad:
-            raise FitnefError(f"inspect.rows: {bad} are not done rows of {store.path}")
-    else:
-        k = min(int(ins.num_samples), len(rows))
-        shown = np.sort(rng.choice(rows, size=k, replace=False)) if k else rows[:0]
+    shown = sampled_rows(store, rows, ins, rng)
 
     signal = store.signal_idx
     stored = store.metric
