@@ -45,7 +45,7 @@ SCHEDULER_ALIASES = {
 LEGACY_DEFAULTS = {
     "image": {"optimizer": "adamw", "dataset": "cifar10", "task.seeds": list(range(20)),
               "task.train.end_idx": 50, "task.train.num_parallel_nefs": 5000},
-    "shape": {"optimizer": "adamw", "task.seeds": list(range(10)), "task.train.end_idx": 100,
+    "shape": {"optimizer": "adamw", "dataset": "shapenet", "task.seeds": list(range(10)), "task.train.end_idx": 100,
               "task.train.num_parallel_nefs": 10, "task.train.num_steps": 5000,
               "task.train.fixed_init": False, "task.log.progress": False},
 }
@@ -318,7 +318,7 @@ TASK_FLAGS = {
     "optuna.direction": Flag("task.optuna.direction", _auto, modes=("tune",)),
     "optuna.study_name": Flag("task.optuna.study_name", _str, modes=("tune",)),
     # inspect mode
-    "experiment_dir": Flag("task.experiment_dir", _str, modes=("inspect",)),
+    "experiment_dir": Flag("hydra.run.dir", _str, modes=("inspect",)),  # where inspect writes
     # find_init mode
     "meta.num_outer_steps": Flag("meta.outer_steps", _int, modes=("find_init",)),
     "meta.num_inner_steps": Flag("meta.inner_steps", _int, modes=("find_init",)),
@@ -543,7 +543,7 @@ def translate(argv: list, default_task: str = "image") -> Translation:
         overrides.append(f"dataset={data_choice}")
     merged = {**values, **nef_params}
     order = ("task.seeds", "task.nef_dir", "task.train.", "task.log.", "task.wandb.", "task.",
-             "dataset.", "nef.", "optimizer.", "scheduler.", "meta.")
+             "dataset.", "nef.", "optimizer.", "scheduler.", "meta.", "hydra.")
     rank = {k: next(i for i, p in enumerate(order) if k.startswith(p)) for k in merged}
     overrides += [f"{k}={merged[k]}" for k in sorted(merged, key=rank.__getitem__)]  # stable
     return Translation(module=MODES[mode], overrides=overrides, task=task, mode=mode, notes=notes,

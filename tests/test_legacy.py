@@ -304,6 +304,7 @@ def test_legacy_defaults_are_spelled_out():
     assert (o["dataset"], o["optimizer"], o["scheduler"], o["nef"]) == ("cifar10", "adamw", "constant", "siren")
     s = ov("--task=config/shape.py:fit")
     assert s["task.seeds"] == "[" + ",".join(map(str, range(10))) + "]" and s["task.train.fixed_init"] == "false"
+    assert s["dataset"] == "shapenet"  # fit-a-nef's config/shape.py default
 
 
 def test_last_flag_wins_and_each_key_once():
@@ -572,3 +573,8 @@ def test_howto_commands_verbatim(tmp_path):
     a, b, c = (np.asarray(s.params[:16]) for s in (fit_store, native_store, par_store))
     assert np.abs(a - b).max() <= 1e-4  # --dry-run's command gives the same store
     assert np.abs(a - c).max() <= 1e-4  # and so does the parallel run, for the same rows
+
+
+def test_inspect_experiment_dir_is_the_run_dir():
+    tr = t("--task=config/image.py:inspect --task.experiment_dir=exp/1")
+    assert tr.module == "tasks.inspect" and "hydra.run.dir=exp/1" in tr.overrides
