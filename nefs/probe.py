@@ -32,8 +32,8 @@ def choose_num_parallel(fitter, make: Callable, rows: np.ndarray, device: torch.
             params, problem = make(probe_rows)
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-            grad = fitter.grad_fn_eager(problem)
-            coords, targets, _ = problem.train_batch(0)
+            coords, targets, batched = problem.train_batch(0)
+            grad = fitter.grad_fn_eager(problem, batched)
             grad(params, coords, targets)  # warm-up
             torch.cuda.synchronize(device)
             t = time.perf_counter()
