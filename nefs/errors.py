@@ -14,8 +14,14 @@ class FitnefError(Exception):
 @contextmanager
 def reported_as_one_line():
     """For entry points: a FitnefError inside becomes ``error: <message>`` on stderr, exit status 2."""
+    from omegaconf.errors import MissingMandatoryValue
+
     try:
         yield
     except FitnefError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except MissingMandatoryValue as e:  # a `???` in the config that the command line did not fill
+        key = getattr(e, "full_key", None) or "a value"
+        print(f"error: {key} has no value; give it on the command line, e.g. {key}=...", file=sys.stderr)
         sys.exit(2)

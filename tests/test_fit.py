@@ -119,6 +119,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_rows(compose, tmp_path):
     ("dataset.out_channels=3", "dataset.out_channels=3 but digits images have 1 channel"),
     ("task.train.end_idx=99999", "end_idx=99999"),
     ("device=tpu", "device='tpu'"),
+    ("dataset=folder", "dataset.path has no value"),
 ])
 def test_bad_input_is_a_clear_error_without_traceback(tmp_path, override, needle):
     r = _run(override, f"task.nef_dir={tmp_path / 's'}")
