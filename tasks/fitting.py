@@ -73,6 +73,31 @@ def build_nef(nef_cfg, in_features: int, out_features: int) -> torch.nn.Module:
         raise FitnefError(f"cannot build nef {nef_cfg.get('name')}: {cause}") from None
 
 
+def build_optimization(cfg: DictConfig, num_steps: int):
+    """(optimizer factory, schedule), tried once on a dummy tensor so that a bad value is a one-line
+    error before anything is written."""
+    try:
+        schedule = instantiate(cfg.scheduler)
+        lrs = [float(schedule(s)) for s in (0, max(num_steps - 1, 0))]
+    except Exception as e:  # noqa: BLE001 - any failure here is a bad scheduler config
+        raise FitnefError(f"bad scheduler config ({_cause(e)}); see conf/scheduler/") from None
+    if num_steps < 1:
+        raise FitnefError(f"task.train.num_steps={num_steps}: must be >= 1")
+    try:
+        optimizer = instantiate(cfg.optimizer)
+        optimizer([torch.zeros(1)], lr=lrs[0])
+    except Exception as e:  # noqa: BLE001 - torch.optim validates its arguments with ValueError/TypeError
+        raise FitnefError(f"bad optimizer config ({_cause(e)}); see conf/optimizer/") from None
+    return optimizer, schedule
+
+
+def _cause(e: Exception) -> str:
+    """The innermost message (Hydra wraps errors raised while instantiating)."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return f"{type(e).__name__}: {e}"
+
+
 def versions() -> dict:
     out = {}
     for pkg in ("fitnef", "torch", "zarr", "numpy", "hydra-core"):
@@ -154,6 +179,11 @@ def fit(cfg: DictConfig) -> FitSummary:
     for name, per_signal in (modality.row_arrays() if hasattr(modality, "row_arrays") else {}).items():
         per_signal = np.asarray(per_signal)  # (M, ...) -> (K*M, ...), row i holds signal i % M's values
         rows[name] = np.tile(per_signal, (len(seeds),) + (1,) * (per_signal.ndim - 1))
+    optimizer, schedule = build_optimization(cfg, int(tr.num_steps))  # checked before the store exists
+    fitter = ChunkFitter(template=build_nef(cfg.nef, modality.in_features, modality.out_features).to(device),
+                         optimizer=optimizer, schedule=schedule,
+                         num_steps=tr.num_steps, check_every=tr.check_every, target=modality.stop_target(tr),
+                         compile=bool(tr.compile), micro_batch=micro_batch(tr.micro_batch, device))
     learned, ident = meta_start(cfg, modality, layout), identity(cfg)
     if learned is not None:  # the init's content, not its path, is what the NeFs depend on
         ident["task"]["train"]["meta_init_sha256"] = learned.sha256
@@ -167,10 +197,6 @@ def fit(cfg: DictConfig) -> FitSummary:
     pending = store.pending(start, end)
     log.info("store %s: %d of [%d, %d) to fit", store.path, len(pending), start, end)
 
-    fitter = ChunkFitter(template=build_nef(cfg.nef, modality.in_features, modality.out_features).to(device),
-                         optimizer=instantiate(cfg.optimizer), schedule=instantiate(cfg.scheduler),
-                         num_steps=tr.num_steps, check_every=tr.check_every, target=modality.stop_target(tr),
-                         compile=bool(tr.compile), micro_batch=micro_batch(tr.micro_batch, device))
     logger = make_logger(cfg, modality, fitter.template)  # None unless logger=wandb
     fitter.on_step = logger.on_step if logger is not None else None
     bar = _progress(len(pending), enabled=bool(cfg.task.log.progress))
