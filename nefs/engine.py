@@ -26,6 +26,8 @@ from .slot_optim import slot_optimizer
 from .stack import Params, stacked_forward
 
 log = logging.getLogger(__name__)
+# Inductor's C++ toolchain probe warns "No CUDA runtime is found" on every CPU-only compile: noise here.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 class Problem(Protocol):

@@ -21,6 +21,9 @@ def reported_as_one_line():
     except FitnefError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # finished rows were flushed on the way out; a rerun resumes the rest
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
     except MissingMandatoryValue as e:  # a `???` in the config that the command line did not fill
         key = getattr(e, "full_key", None) or "a value"
         print(f"error: {key} has no value; give it on the command line, e.g. {key}=...", file=sys.stderr)
