@@ -103,24 +103,18 @@ class ChunkFitter:
         """vmap(grad_and_value(loss)) over NeFs; compiled when asked, eager if compiling fails."""
         k = (type(problem), batched)
         if k not in self._grad_fns:
-            template, loss = self.template, type(problem).loss  # loss is pure: safe to compile per type
-
-            def nef_loss(p, x, y):
-                return loss(functional_call(template, p, (x,)), y)
-
-            fn = torch.vmap(grad_and_value(nef_loss), in_dims=(0, 0 if batched else None, 0))
+            fn = self.grad_fn_eager(problem, batched)
             self._grad_fns[k] = _Compiled(fn) if self.compile else fn
         return self._grad_fns[k]
 
     def grad_fn_eager(self, problem, batched: bool = False):
-        """The same gradient, never compiled (for probes that try many shapes)."""
-        compile_, self.compile = self.compile, False
-        try:
-            fn = self.grad_fn(problem, batched)
-        finally:
-            self.compile = compile_
-        self._grad_fns.pop((type(problem), batched), None)
-        return fn
+        """The per-NeF gradient, never compiled (also for probes that try many shapes)."""
+        template, loss = self.template, type(problem).loss  # loss is pure: safe to compile per type
+
+        def nef_loss(p, x, y):
+            return loss(functional_call(template, p, (x,)), y)
+
+        return torch.vmap(grad_and_value(nef_loss), in_dims=(0, 0 if batched else None, 0))
 
     def forward(self, batched: bool = False):
         return stacked_forward(self.template, batched)
