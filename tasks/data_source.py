@@ -14,6 +14,14 @@ def data_path_note() -> str:
     return "DATA_PATH is unset, so relative paths are under ./data" if value is None else f"DATA_PATH={value}"
 
 
+def resolve_data_path(path) -> Path:
+    """``path`` if absolute, else ``$DATA_PATH/path`` (DATA_PATH defaults to ``data``)."""
+    p = Path(os.path.expanduser(str(path))) if path is not None else Path("")
+    if p.is_absolute():
+        return p
+    return Path(os.path.expanduser(os.environ.get("DATA_PATH", "data"))) / p
+
+
 class DataSource:
     """Base of every dataset config class (``_target_`` of conf/dataset/*.yaml).
 
@@ -32,11 +40,7 @@ class DataSource:
 
     @property
     def root(self) -> Path:
-        """``path`` if absolute, else ``$DATA_PATH/path`` (DATA_PATH defaults to ``data``)."""
-        path = Path(os.path.expanduser(str(self.path))) if self.path is not None else Path("")
-        if path.is_absolute():
-            return path
-        return Path(os.path.expanduser(os.environ.get("DATA_PATH", "data"))) / path
+        return resolve_data_path(self.path)
 
     def check_options(self) -> None:
         if self._unknown:

@@ -5,14 +5,14 @@ Sharding: ``task.shard=i task.num_shards=n`` fits the i-th of n contiguous, near
 [start_idx, end_idx). Shards are disjoint, so n processes (a joblib or SLURM multirun) fill one store;
 a NeF's result does not depend on the range it was fitted in, so the store equals a 1-process fit.
 """
-import os
-from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nefs.errors import FitnefError
+
+from .data_source import resolve_data_path
 
 
 def shard_bounds(start: int, end: int, num_shards: int) -> list:
@@ -63,12 +63,8 @@ def dataset_record(cfg: DictConfig) -> dict:
     """The dataset config as run (path included, made absolute the way the readers resolve it:
     relative paths are under $DATA_PATH, default ./data), so tools can reload it from the store."""
     d = OmegaConf.to_container(cfg.dataset, resolve=True)
-    path = d.get("path")
-    if path not in (None, ""):
-        p = Path(os.path.expanduser(str(path)))
-        if not p.is_absolute():
-            p = Path(os.path.expanduser(os.environ.get("DATA_PATH", "data"))) / p
-        d["path"] = str(p.absolute())
+    if d.get("path") not in (None, ""):
+        d["path"] = str(resolve_data_path(d["path"]).absolute())
     return d
 
 
