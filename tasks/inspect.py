@@ -35,20 +35,24 @@ METRICS = ("psnr", "mse", "mae", "ssim")
 
 
 # -- evaluation ------------------------------------------------------------------------------------
-def load_images(store, data_path: Optional[str] = None) -> np.ndarray:
-    """The dataset a store was fitted on, as uint8 (M, H, W, C), from the store's own record."""
+def store_dataset(store, data_path: Optional[str] = None):
+    """(the store's dataset reader, its config), rebuilt from the store's own record."""
     from hydra.utils import instantiate
 
-    attrs = store.group.attrs
-    ds = dict(attrs.get("dataset") or store.config.get("dataset") or {})
+    ds = dict(store.group.attrs.get("dataset") or store.config.get("dataset") or {})
     if not ds.get("_target_"):
         raise FitnefError(f"store {store.path} does not record its dataset; it was not written by tasks.fit")
     if data_path is not None:
         ds["path"] = data_path
     try:
-        reader = instantiate(ds)
+        return instantiate(ds), ds
     except Exception as e:  # noqa: BLE001 - hydra wraps constructor errors
         raise FitnefError(f"cannot build the store's dataset {ds.get('name')}: {e.__cause__ or e}") from None
+
+
+def load_images(store, data_path: Optional[str] = None) -> np.ndarray:
+    """The dataset a store was fitted on, as uint8 (M, H, W, C), from the store's own record."""
+    reader, ds = store_dataset(store, data_path)
     images = reader.load().images
     want = tuple(store.modality_info["shape"])
     if tuple(images.shape[1:]) != want:

@@ -35,17 +35,9 @@ MAX_DRAWN_FACES = 6000                    # renders draw a random subset of bigg
 
 def load_shapes(store, data_path: Optional[str] = None):
     """The ShapeData a store was fitted on, from the store's own record."""
-    from hydra.utils import instantiate
+    from tasks.inspect import store_dataset
 
-    ds = dict(store.group.attrs.get("dataset") or store.config.get("dataset") or {})
-    if not ds.get("_target_"):
-        raise FitnefError(f"store {store.path} does not record its dataset; it was not written by tasks.fit")
-    if data_path is not None:
-        ds["path"] = data_path
-    try:
-        reader = instantiate(ds)
-    except Exception as e:  # noqa: BLE001 - hydra wraps constructor errors
-        raise FitnefError(f"cannot build the store's dataset {ds.get('name')}: {e.__cause__ or e}") from None
+    reader, ds = store_dataset(store, data_path)
     data = reader.load()
     top = int(store.signal_idx.max()) + 1 if len(store) else 0
     if len(data) < top:
