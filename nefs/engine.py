@@ -216,8 +216,8 @@ class ChunkFitter:
         NeFs. Returns the training time (warm-up excluded).
         """
         queue: Iterator[int] = iter(rows.tolist())
-        params0, problem0 = make(rows[:1])
-        slots = self._unit_for(min(slots, len(rows)), problem0)
+        sizing = make(rows[:1])[1] if self.unit is None else None  # a sample problem, first use only
+        slots = self._unit_for(min(slots, len(rows)), sizing)
 
         def take(k):
             got = [r for _, r in zip(range(k), queue)]
