@@ -14,6 +14,7 @@ Two loops share it:
 import copy
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Protocol
@@ -164,9 +165,9 @@ class ChunkFitter:
     def _fit_unit(self, params: Params, problem) -> ChunkResult:
         names = list(params)
         params = {k: params[k].detach().clone() for k in names}
-        opt = self.optimizer([params[k] for k in names], lr=self.schedule(0), **_foreach(self.optimizer))
         n = params[names[0]].shape[0]
         device = params[names[0]].device
+        opt = self.optimizer([params[k] for k in names], lr=self.schedule(0), **_fast_impl(self.optimizer, device))
         done = torch.zeros(n, dtype=torch.bool, device=device)
         frozen = {k: v.clone() for k, v in params.items()} if self.target is not None else None
         steps = torch.full((n,), self.num_steps, dtype=torch.long, device=device)
@@ -297,15 +298,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _foreach(optimizer) -> dict:
-    """Ask for the multi-tensor (foreach) implementation where the optimizer has one."""
+def _fast_impl(optimizer, device: torch.device) -> dict:
+    """The fastest implementation the optimizer offers: one fused kernel on CUDA (Adam, AdamW, SGD),
+    else the multi-tensor (foreach) loop."""
     import inspect
 
     target = getattr(optimizer, "func", optimizer)
     try:
-        return {"foreach": True} if "foreach" in inspect.signature(target).parameters else {}
+        accepted = inspect.signature(target).parameters
     except (TypeError, ValueError):
         return {}
+    if device.type == "cuda" and "fused" in accepted:
+        return {"fused": True}
+    return {"foreach": True} if "foreach" in accepted else {}
 
 
 class _Compiled:
@@ -313,12 +318,16 @@ class _Compiled:
 
     def __init__(self, fn):
         self.eager = fn
-        self.compiled = torch.compile(fn, dynamic=False)
+        # experimental: FITNEF_COMPILE_MODE=reduce-overhead replays the step as a CUDA graph
+        self.mode = os.environ.get("FITNEF_COMPILE_MODE") or None
+        self.compiled = torch.compile(fn, dynamic=False, mode=self.mode)
         self.failed = False
 
     def __call__(self, *args):
         if not self.failed:
             try:
+                if self.mode == "reduce-overhead":
+                    torch.compiler.cudagraph_mark_step_begin()
                 return self.compiled(*args)
             except Exception as e:  # noqa: BLE001 - any backend failure falls back to eager
                 self.failed = True

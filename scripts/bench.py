@@ -7,6 +7,8 @@ Each configuration runs ``python -m tasks.fit`` in a fresh process and times the
 data, compilation, training, store writes); compilation (the first step) is also reported on its own,
 with the training-only rate. ``--anchor`` runs fit-a-nef on the same images through
 ../shared/anchor/run_anchor.py (set up by its setup.sh) and times its whole process too.
+When ``--n`` exceeds the dataset (M images), fitnef fits seeds 0..K-1 (K = ceil(n/M), its index scheme)
+and fit-a-nef gets the images repeated K times: the same work per NeF, other init draws.
 Writes results.csv, results.json and nefs_per_s.png (if matplotlib is installed) to --out.
 """
 import argparse
@@ -36,15 +38,17 @@ def parse_args(argv=None):
     p.add_argument("--set", nargs="*", default=[], help="extra Hydra overrides for fitnef, e.g. task.train.compile=false")
     p.add_argument("--anchor", action="store_true", help="also run fit-a-nef (../shared/anchor)")
     p.add_argument("--anchor-dir", default=str(ROOT.parent / "shared" / "anchor"))
+    p.add_argument("--anchor-script", default=None, help="driver to run (default: <anchor-dir>/run_anchor.py)")
     p.add_argument("--anchor-python", default=os.environ.get("ANCHOR_PYTHON", "/tmp/anchor-venv/bin/python"))
     p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is kept")
     p.add_argument("--out", default=None, help="output folder (default outputs/bench/<time>)")
     return p.parse_args(argv)
 
 
-def run_fitnef(args, nef, parallel, work: Path) -> dict:
+def run_fitnef(args, nef, parallel, work: Path, copies: int = 1) -> dict:
     run_dir = Path(tempfile.mkdtemp(dir=work))
     cmd = [sys.executable, "-m", "tasks.fit", f"nef={nef}", f"dataset={args.dataset}", f"device={args.device}",
+           f"task.seeds=[{','.join(map(str, range(copies)))}]",
            f"task.train.end_idx={args.n}", f"task.train.num_parallel_nefs={parallel}",
            f"task.train.num_steps={args.steps}", f"scheduler.value={args.lr}", "task.log.progress=false",
            f"task.nef_dir={run_dir / 'store'}", f"hydra.run.dir={run_dir}", *args.set]
@@ -65,8 +69,8 @@ def run_fitnef(args, nef, parallel, work: Path) -> dict:
             "micro_batch": s["micro_batch"]}
 
 
-def dataset_npz(args, work: Path) -> Path:
-    """The benchmark images as the anchor driver wants them (uint8 (N, H, W[, C]))."""
+def dataset_images(args):
+    """The benchmark's images, uint8 (M, H, W, C), as fitnef loads them."""
     import numpy as np
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
@@ -74,15 +78,24 @@ def dataset_npz(args, work: Path) -> Path:
     import tasks  # noqa: F401  registers the structured configs
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"dataset={args.dataset}"])
-    images = instantiate(cfg.dataset).load().images
+        cfg = compose(config_name="config", overrides=[f"dataset={args.dataset}",
+                      *(o for o in args.set if o.startswith("dataset."))])
+    return instantiate(cfg.dataset).load().images
+
+
+def dataset_npz(images, n: int, work: Path) -> Path:
+    """The first n images (repeated when n > M) as the anchor driver wants them (uint8 (n, H, W[, C]))."""
+    import numpy as np
+
+    images = np.resize(images, (n, *images.shape[1:]))
     path = work / "images.npz"
     np.savez(path, images=images[..., 0] if images.shape[-1] == 1 else images)
     return path
 
 
 def run_anchor(args, nef, parallel, npz: Path) -> dict:
-    cmd = [args.anchor_python, str(Path(args.anchor_dir) / "run_anchor.py"), "--data", str(npz),
+    script = args.anchor_script or str(Path(args.anchor_dir) / "run_anchor.py")
+    cmd = [args.anchor_python, script, "--data", str(npz),
            "--nef", ANCHOR_NAMES[nef], "--n", str(args.n), "--steps", str(args.steps),
            "--parallel", str(parallel), "--lr", str(args.lr)]
     if args.hidden is not None:
@@ -97,7 +110,8 @@ def run_anchor(args, nef, parallel, npz: Path) -> dict:
             "process_s": round(wall, 3), "nefs_per_s": round(args.n / wall, 3),
             "train_nefs_per_s": a["nefs_per_s"], "compile_s": a["compile_s"],
             "step_ms": round(1e3 * a["train_s"] / (args.steps * a["chunks"]), 3), "peak_mem_mb": None,
-            "mem_per_nef_kb": None, "psnr_mean": a["psnr_mean"], "psnr_std": a["psnr_std"], "device": "cpu",
+            "mem_per_nef_kb": None, "psnr_mean": a["psnr_mean"], "psnr_std": a["psnr_std"],
+            "device": a.get("device", "cpu"),
             "micro_batch": None}
 
 
@@ -137,10 +151,12 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        npz = dataset_npz(args, work) if args.anchor else None
+        images = dataset_images(args)
+        copies = -(-args.n // len(images))
+        npz = dataset_npz(images, args.n, work) if args.anchor else None
         for nef in args.nefs:
             for parallel in args.parallel:
-                ours = best_of(lambda: run_fitnef(args, nef, parallel, work), args.repeat)
+                ours = best_of(lambda: run_fitnef(args, nef, parallel, work, copies), args.repeat)
                 rows.append(ours)
                 msg = (f"{nef:10s} parallel {parallel:5d}: fitnef {ours['nefs_per_s']:7.2f} NeFs/s "
                        f"(train {ours['train_nefs_per_s']:.1f}, compile {ours['compile_s']:.1f}s), "

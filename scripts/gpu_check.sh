@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One prepared pass over the CUDA paths, for a GPU machine lent for a few minutes:
+#   1. tests/test_cuda.py (CUDA == CPU results, auto chunk probe, continuous batching, store)
+#   2. the default job on CUDA, with the default chunk and with num_parallel_nefs=auto
+#   3. scripts.bench on CUDA: SIREN and MLP at large chunks, compiled vs eager, side by side with fit-a-nef
+#      when a driver for the machine's JAX is given (ANCHOR_SCRIPT, run with python3)
+# About 8 minutes on an H200 (docs/performance.md has what it printed). Each part has its own time limit. Runs go to $WORK; $OUT (default outputs/gpu_check) gets few files:
+# the bench tables, the default jobs' summaries.
+# Wheels in .whl/ (hydra-core, omegaconf, antlr4, zarr, numcodecs, donfig, crc32c for the machine's Python)
+# are installed to /tmp/site first when present: GPU images seldom carry them.
+set -u
+OUT=${OUT:-outputs/gpu_check}
+WORK=${WORK:-/tmp/gpu_check}
+mkdir -p "$OUT" "$WORK"
+export PYTHONUNBUFFERED=1
+N=${N:-32768}
+DEVICE=${DEVICE:-cuda}   # DEVICE=cpu N=64 STEPS=5: a dry run of this script anywhere
+STEPS=${STEPS:-500}
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+part() { echo; echo "=== $1 ($(date +%T))"; }
+
+part "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+
+part "tests/test_cuda.py"
+timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15
+
+part "default job on $DEVICE"
+for chunk in 256 auto; do
+  timeout 45 python3 -m tasks.fit device=$DEVICE task.train.num_parallel_nefs=$chunk task.log.progress=false \
+    task.nef_dir=/tmp/gpu_default_$chunk hydra.run.dir="$WORK/default_$chunk" 2>&1 | grep -E "fitted|auto|error|Error" | tail -3
+  cp "$WORK/default_$chunk/summary.json" "$OUT/default_$chunk.json" 2>/dev/null
+done
+
+anchor=()
+if [ -n "${ANCHOR_SCRIPT:-}" ]; then   # e.g. ANCHOR_SCRIPT=.anchor_gpu/gpu_run.sh ANCHOR_PYTHON=bash
+  anchor=(--anchor --anchor-script "$ANCHOR_SCRIPT" --anchor-python "${ANCHOR_PYTHON:-python3}")
+  "${ANCHOR_PYTHON:-python3}" "$ANCHOR_SCRIPT" --help >/dev/null 2>&1   # its set-up, outside the timings
+fi
+bench() {  # bench NAME SECONDS ARGS...: one scripts.bench run, $N NeFs, $STEPS steps, lr 1e-3
+  local name=$1 limit=$2; shift 2
+  part "bench $name"
+  timeout "$limit" python3 -m scripts.bench --device "$DEVICE" --n "$N" --steps "$STEPS" --lr 1e-3 \
+    --out "$WORK/bench_$name" "$@" 2>&1 | grep -v "^wrote"
+  cp "$WORK/bench_$name/results.csv" "$OUT/bench_$name.csv" 2>/dev/null
+}
+bench siren 100 --nefs siren --parallel 16384 "${anchor[@]}"
+bench mlp 100 --nefs mlp --parallel 16384 "${anchor[@]}"
+bench siren_eager 45 --nefs siren --parallel 16384 --set task.train.compile=false
+part "step time alone: compiled, CUDA graph, eager"
+timeout 60 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel 16384 --steps 200 2>&1 | grep -v -i warn
+part "done"

@@ -1,0 +1,59 @@
+"""The CUDA paths: same NeFs as on the CPU, the auto chunk probe, continuous batching, the store.
+
+Skipped where no GPU is visible (CI); run on a GPU machine with ``python -m pytest tests/test_cuda.py``.
+"""
+import numpy as np
+import pytest
+import torch
+
+from nefs import open_store
+from tasks.fitting import fit
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+COMMON = ["task.train.num_steps=60", "scheduler.value=5e-3", "task.train.end_idx=96"]
+EAGER = [*COMMON, "task.train.compile=false"]   # compiling is tested once, in the first test
+
+
+def _store(path):
+    s = open_store(path)
+    return s, np.asarray(s.params[:])
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_fits_the_same_nefs_as_cpu(compose, tmp_path, compiled):
+    common = [*COMMON, f"task.train.compile={compiled}", "task.train.masked_portion=0.5"]
+    cpu = fit(compose(*common, "device=cpu", nef_dir=tmp_path / "cpu"))
+    gpu = fit(compose(*common, "device=cuda", "task.train.num_parallel_nefs=32", nef_dir=tmp_path / "gpu"))
+    assert gpu.device.startswith("cuda") and cpu.device == "cpu"
+    (s_cpu, p_cpu), (s_gpu, p_gpu) = _store(tmp_path / "cpu"), _store(tmp_path / "gpu")
+    assert s_gpu.done[:96].all()
+    # float32 on two devices: rounding differs, the fit must not
+    assert np.abs(p_cpu[:96] - p_gpu[:96]).max() < 2e-2
+    assert np.abs(s_cpu.psnr[:96] - s_gpu.psnr[:96]).max() < 0.1
+    assert gpu.psnr_mean == pytest.approx(cpu.psnr_mean, abs=0.02)
+
+
+def test_auto_chunk_probe_on_cuda(compose, tmp_path):
+    summary = fit(compose(*EAGER, "device=cuda", "task.train.num_parallel_nefs=auto"))
+    assert summary.num_parallel_nefs >= 96      # the probe doubles while the GPU is not saturated
+    s, _ = _store(tmp_path / "store")
+    assert s.done[:96].all() and not s.done[96:].any()
+
+
+def test_continuous_batching_on_cuda_matches_fixed_chunks(compose, tmp_path):
+    target = ["task.train.target_psnr=22", "task.train.num_steps=400", "scheduler.value=2e-3",
+              "task.train.end_idx=64", "device=cuda", "task.train.compile=false"]
+    fit(compose(*target, "task.train.continuous=true", "task.train.num_parallel_nefs=16", nef_dir=tmp_path / "s"))
+    fit(compose(*target, "task.train.continuous=false", "task.train.num_parallel_nefs=64", nef_dir=tmp_path / "c"))
+    (s_s, p_s), (s_c, p_c) = _store(tmp_path / "s"), _store(tmp_path / "c")
+    assert s_s.steps[:64].tolist() == s_c.steps[:64].tolist()
+    assert np.abs(p_s[:64] - p_c[:64]).max() < 1e-3
+
+
+def test_cuda_store_reconstructs_on_cpu(compose, tmp_path):
+    fit(compose(*EAGER, "device=cuda"))
+    s = open_store(tmp_path / "store")
+    rec = s.reconstruct(np.arange(4))
+    assert rec.device.type == "cpu" and rec.shape == (4, 1, 28, 28)
+    assert torch.isfinite(rec).all()
