@@ -3,11 +3,15 @@
 #   1. tests/test_cuda.py (CUDA == CPU results, auto chunk probe, continuous batching, store)
 #   2. the default job on CUDA, with the default chunk and with num_parallel_nefs=auto
 #   3. scripts.bench on CUDA: SIREN and MLP at large chunks, compiled vs eager, side by side with fit-a-nef
-#      when a driver for the machine's JAX is given (ANCHOR_SCRIPT, run with python3)
-# About 8 minutes on an H200 (docs/performance.md has what it printed). Each part has its own time limit. Runs go to $WORK; $OUT (default outputs/gpu_check) gets few files:
-# the bench tables, the default jobs' summaries.
+#      when a driver for the machine's JAX is given: scripts/anchor_modern/prepare.sh builds .anchor_gpu, then
+#      ANCHOR_SCRIPT=.anchor_gpu/run.sh ANCHOR_PYTHON=bash bash scripts/gpu_check.sh (carry .whl and .anchor_gpu)
+# About 8 minutes on an H200 (docs/performance.md has what it printed). Each part has its own time limit.
+# Runs go to $WORK; $OUT (default outputs/gpu_check) gets few files: the bench tables, the jobs' summaries.
 # Wheels in .whl/ (hydra-core, omegaconf, antlr4, zarr, numcodecs, donfig, crc32c for the machine's Python)
-# are installed to /tmp/site first when present: GPU images seldom carry them.
+# are installed to /tmp/site first when present: GPU images seldom carry them. Build them here with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 -d .whl \
+#     zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c hydra-core==1.3.8 omegaconf==2.3.1
+#   pip wheel --no-deps antlr4-python3-runtime==4.9.3 -w .whl
 set -u
 OUT=${OUT:-outputs/gpu_check}
 WORK=${WORK:-/tmp/gpu_check}
