@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,3 +121,14 @@ def test_forward_is_the_textbook_function(cls):
     assert out.shape == (4, 7, 3)
     assert torch.allclose(out, _textbook_forward(m, x), atol=1e-5)
     assert torch.allclose(m(x[0, 0]), out[0, 0], atol=1e-6)  # a single point works too
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "nef").glob("*.yaml")))
+def test_every_nef_config_builds(compose, name):
+    from tasks.fitting import build_nef
+
+    cfg = compose(f"nef={name}")
+    model = build_nef(cfg.nef, 2, 1)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    if name == "siren_scaled":  # the weight-scaled preset of docs/performance.md
+        assert (model.weight_scale, sum(p.numel() for p in model.parameters())) == (2.5, 1185)
