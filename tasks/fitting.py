@@ -83,6 +83,9 @@ def build_optimization(cfg: DictConfig, num_steps: int):
         raise FitnefError(f"bad scheduler config ({_cause(e)}); see conf/scheduler/") from None
     if num_steps < 1:
         raise FitnefError(f"task.train.num_steps={num_steps}: must be >= 1")
+    if "lr" in cfg.optimizer:  # it would be silently overridden by the schedule's rate
+        raise FitnefError(f"optimizer.lr={cfg.optimizer.lr}: the learning rate comes from the scheduler; "
+                          f"use scheduler.value=... (constant) or the scheduler's own keys")
     try:
         optimizer = instantiate(cfg.optimizer)
         optimizer([torch.zeros(1)], lr=lrs[0])

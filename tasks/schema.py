@@ -14,7 +14,7 @@ from omegaconf import MISSING
 class TrainConfig:
     start_idx: int = 0
     end_idx: Optional[int] = None
-    num_parallel_nefs: Any = 256        # int, or auto (probe the device)
+    num_parallel_nefs: Any = "auto"     # int, or auto (probe the device)
     num_steps: int = 500
     fixed_init: bool = True
     check_every: int = 10

@@ -123,6 +123,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_rows(compose, tmp_path):
     ("scheduler.value=abc", "bad scheduler config (ValueError: could not convert string to float: 'abc')"),
     ("optimizer.betas=[2,3]", "bad optimizer config (ValueError: Invalid beta parameter at index 0: 2)"),
     ("task.train.num_steps=0", "task.train.num_steps=0: must be >= 1"),
+    ("+optimizer.lr=0.1", "optimizer.lr=0.1: the learning rate comes from the scheduler"),
 ])
 def test_bad_input_is_a_clear_error_without_traceback(tmp_path, override, needle):
     r = _run(override, f"task.nef_dir={tmp_path / 's'}")
