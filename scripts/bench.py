@@ -48,7 +48,7 @@ def parse_args(argv=None):
 def run_fitnef(args, nef, parallel, work: Path, copies: int = 1) -> dict:
     run_dir = Path(tempfile.mkdtemp(dir=work))
     cmd = [sys.executable, "-m", "tasks.fit", f"nef={nef}", f"dataset={args.dataset}", f"device={args.device}",
-           f"task.seeds=[{','.join(map(str, range(copies)))}]",
+           *([f"task.seeds=[{','.join(map(str, range(copies)))}]"] if copies > 1 else []),
            f"task.train.end_idx={args.n}", f"task.train.num_parallel_nefs={parallel}",
            f"task.train.num_steps={args.steps}", f"scheduler.value={args.lr}", "task.log.progress=false",
            f"task.nef_dir={run_dir / 'store'}", f"hydra.run.dir={run_dir}", *args.set]
