@@ -183,10 +183,11 @@ def fit(cfg: DictConfig) -> FitSummary:
         per_signal = np.asarray(per_signal)  # (M, ...) -> (K*M, ...), row i holds signal i % M's values
         rows[name] = np.tile(per_signal, (len(seeds),) + (1,) * (per_signal.ndim - 1))
     optimizer, schedule = build_optimization(cfg, int(tr.num_steps))  # checked before the store exists
+    resolve_compile(tr.compile, device, 0, quiet=True)                   # likewise
     fitter = ChunkFitter(template=build_nef(cfg.nef, modality.in_features, modality.out_features).to(device),
                          optimizer=optimizer, schedule=schedule,
                          num_steps=tr.num_steps, check_every=tr.check_every, target=modality.stop_target(tr),
-                         compile=bool(tr.compile), micro_batch=micro_batch(tr.micro_batch, device))
+                         compile=False, micro_batch=micro_batch(tr.micro_batch, device))
     learned, ident = meta_start(cfg, modality, layout), identity(cfg)
     if learned is not None:  # the init's content, not its path, is what the NeFs depend on
         ident["task"]["train"]["meta_init_sha256"] = learned.sha256
@@ -202,7 +203,6 @@ def fit(cfg: DictConfig) -> FitSummary:
 
     logger = make_logger(cfg, modality, fitter.template)  # None unless logger=wandb
     fitter.on_step = logger.on_step if logger is not None else None
-    bar = _progress(len(pending), enabled=bool(cfg.task.log.progress))
     results = {"metric": [], "fitted": 0}
 
     def make(rows: np.ndarray):
@@ -235,8 +235,10 @@ def fit(cfg: DictConfig) -> FitSummary:
         allm = np.concatenate(results["metric"])
         bar.set_postfix_str(f"{modality.metric_name} {allm.mean():.2f}")
 
+    fitter.compile = resolve_compile(tr.compile, device, len(pending) * int(tr.num_steps))
     if auto_chunk and len(pending):
         chunk = choose_num_parallel(fitter, make, pending, device, micro_batch(tr.micro_batch, device))
+    bar = _progress(len(pending), enabled=bool(cfg.task.log.progress))  # after the logs above
     t0 = time.perf_counter()
     train_s = 0.0
     try:
@@ -295,6 +297,26 @@ def meta_start(cfg: DictConfig, modality, layout: ParamLayout):
     start = MetaStart(load_init(path, nef, layout.names))
     start.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     return start
+
+
+# NeF-steps (NeFs x steps) from which compiling the step pays for its own compilation time: compile time over
+# the time it saves per NeF-step, measured with SIREN-8 (docs/performance.md). CPU (2-core EPYC): ~2.5 s /
+# 3.5e-5 s = 7e4. CUDA (H200): ~8 s / 1.3e-7 s = 6e7; bigger NeFs save more per step, so the bar is lower.
+COMPILE_PAYS_AFTER = {"cpu": 1e5, "cuda": 3e7}
+
+
+def resolve_compile(setting, device: torch.device, nef_steps: int, quiet: bool = False) -> bool:
+    """``task.train.compile``: true, false, or auto (compile when the run is long enough to repay it)."""
+    if isinstance(setting, bool):
+        return setting
+    if str(setting) != "auto":
+        raise FitnefError(f"task.train.compile={setting!r}: use true, false or auto")
+    bar = COMPILE_PAYS_AFTER.get(device.type, 0)
+    chosen = nef_steps >= bar
+    if not quiet:
+            log.info("task.train.compile=auto: %s (%d NeF-steps %s %.0e on %s)", "compiled" if chosen else "eager",
+                 nef_steps, ">=" if chosen else "<", bar, device.type)
+    return chosen
 
 
 def micro_batch(setting, device: torch.device):

@@ -19,7 +19,7 @@ class TrainConfig:
     fixed_init: bool = True
     check_every: int = 10
     multi_gpu: bool = False
-    compile: bool = True
+    compile: Any = "auto"             # true, false, or auto (when the run repays compiling)
     micro_batch: Optional[str] = "auto"
     continuous: bool = True
     init: str = "default"              # default | meta (a learned init, see tasks/find_init.py)

@@ -124,6 +124,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_rows(compose, tmp_path):
     ("optimizer.betas=[2,3]", "bad optimizer config (ValueError: Invalid beta parameter at index 0: 2)"),
     ("task.train.num_steps=0", "task.train.num_steps=0: must be >= 1"),
     ("+optimizer.lr=0.1", "optimizer.lr=0.1: the learning rate comes from the scheduler"),
+    ("task.train.compile=maybe", "task.train.compile='maybe': use true, false or auto"),
 ])
 def test_bad_input_is_a_clear_error_without_traceback(tmp_path, override, needle):
     r = _run(override, f"task.nef_dir={tmp_path / 's'}")
@@ -138,3 +139,15 @@ def test_missing_dataset_names_the_path(tmp_path):
     assert r.returncode == 2
     assert str(tmp_path / "nowhere") in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_compile_auto_compiles_only_runs_that_repay_it(compose, tmp_path):
+    from tasks.fitting import COMPILE_PAYS_AFTER, resolve_compile
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_compile(True, cpu, 1) is True and resolve_compile(False, cpu, 10**12) is False
+    assert resolve_compile("auto", cpu, int(COMPILE_PAYS_AFTER["cpu"])) is True
+    assert resolve_compile("auto", cpu, int(COMPILE_PAYS_AFTER["cpu"]) - 1) is False
+    assert resolve_compile("auto", cuda, 1797 * 500) is False          # the default job: eager on a GPU
+    summary = fit(compose("task.train.end_idx=4", "task.train.num_steps=5"))  # 20 NeF-steps: eager
+    assert summary.warmup_s < 1.0 and summary.fitted == 4
