@@ -235,7 +235,7 @@ def fit(cfg: DictConfig) -> FitSummary:
         allm = np.concatenate(results["metric"])
         bar.set_postfix_str(f"{modality.metric_name} {allm.mean():.2f}")
 
-    fitter.compile = resolve_compile(tr.compile, device, len(pending) * int(tr.num_steps))
+    fitter.compile = resolve_compile(tr.compile, device, len(pending) * int(tr.num_steps), layout.size)
     if auto_chunk and len(pending):
         chunk = choose_num_parallel(fitter, make, pending, device, micro_batch(tr.micro_batch, device))
     bar = _progress(len(pending), enabled=bool(cfg.task.log.progress))  # after the logs above
@@ -299,23 +299,26 @@ def meta_start(cfg: DictConfig, modality, layout: ParamLayout):
     return start
 
 
-# NeF-steps (NeFs x steps) from which compiling the step pays for its own compilation time: compile time over
-# the time it saves per NeF-step, measured with SIREN-8 (docs/performance.md). CPU (2-core EPYC): ~2.5 s /
-# 3.5e-5 s = 7e4. CUDA (H200): ~8 s / 1.3e-7 s = 6e7; bigger NeFs save more per step, so the bar is lower.
-COMPILE_PAYS_AFTER = {"cpu": 1e5, "cuda": 3e7}
+# Work (NeFs x steps x parameters per NeF) from which compiling the step repays its compile time: the compile
+# time over the time it saves per unit of work, measured with SIREN-8 (105 parameters; docs/performance.md).
+# CPU (2-core EPYC): ~2.5 s / 3.5e-5 s per NeF-step = 7e4 NeF-steps = 7e6. CUDA (H200): ~8 s / 1.3e-7 s =
+# 6e7 NeF-steps = 6e9, lowered to 3e9 since the wider NeFs save more per step than their parameter count says.
+COMPILE_PAYS_AFTER = {"cpu": 1e7, "cuda": 3e9}
 
 
-def resolve_compile(setting, device: torch.device, nef_steps: int, quiet: bool = False) -> bool:
+def resolve_compile(setting, device: torch.device, nef_steps: int, params_per_nef: int = 1,
+                    quiet: bool = False) -> bool:
     """``task.train.compile``: true, false, or auto (compile when the run is long enough to repay it)."""
     if isinstance(setting, bool):
         return setting
     if str(setting) != "auto":
         raise FitnefError(f"task.train.compile={setting!r}: use true, false or auto")
-    bar = COMPILE_PAYS_AFTER.get(device.type, 0)
-    chosen = nef_steps >= bar
+    work, bar = nef_steps * params_per_nef, COMPILE_PAYS_AFTER.get(device.type, 0)
+    chosen = work >= bar
     if not quiet:
-            log.info("task.train.compile=auto: %s (%d NeF-steps %s %.0e on %s)", "compiled" if chosen else "eager",
-                 nef_steps, ">=" if chosen else "<", bar, device.type)
+        log.info("task.train.compile=auto: %s (%d NeF-steps x %d parameters %s %.0e on %s)",
+                 "compiled" if chosen else "eager", nef_steps, params_per_nef, ">=" if chosen else "<", bar,
+                 device.type)
     return chosen
 
 

@@ -148,6 +148,9 @@ def test_compile_auto_compiles_only_runs_that_repay_it(compose, tmp_path):
     assert resolve_compile(True, cpu, 1) is True and resolve_compile(False, cpu, 10**12) is False
     assert resolve_compile("auto", cpu, int(COMPILE_PAYS_AFTER["cpu"])) is True
     assert resolve_compile("auto", cpu, int(COMPILE_PAYS_AFTER["cpu"]) - 1) is False
-    assert resolve_compile("auto", cuda, 1797 * 500) is False          # the default job: eager on a GPU
+    assert resolve_compile("auto", cpu, 1797 * 500, 105) is True        # the default job: compiled on a CPU
+    assert resolve_compile("auto", cpu, 64 * 500, 3076) is True         # 64 GaborNets: worth it
+    assert resolve_compile("auto", cuda, 1797 * 500, 105) is False      # the default job: eager on a GPU
+    assert resolve_compile("auto", cuda, 140000 * 500, 105) is True     # the HOWTO's MNIST fit: compiled
     summary = fit(compose("task.train.end_idx=4", "task.train.num_steps=5"))  # 20 NeF-steps: eager
     assert summary.warmup_s < 1.0 and summary.fitted == 4
