@@ -1,7 +1,7 @@
 """Meta-learned initialisations (Tancik et al., CVPR 2021): one set of starting weights from which
 every NeF of a dataset fits in far fewer steps.
 
-MAML: the outer loss is the loss after a few inner SGD steps taken from the shared init, differentiated
+MAML: the outer loss is the loss after a few inner SGD (or Adam) steps taken from the shared init, differentiated
 through those steps with torch.func (second order, or first order by dropping the inner steps'
 derivatives). Reptile: the init moves towards the average of the inner-loop solutions. The inner loop
 runs over a batch of signals with the same vmapped per-NeF gradient the engine uses.
@@ -29,7 +29,8 @@ class MetaConfig:
     outer_steps: int = 300
     outer_lr: float = 1e-3           # Adam on the init (MAML) / interpolation rate (Reptile)
     inner_steps: int = 2
-    inner_lr: float = 1e-2           # SGD in the inner loop
+    inner_lr: float = 1e-2           # learning rate of the inner loop
+    inner_optimizer: str = "sgd"     # sgd | adam (Adam's own first steps, as the fit will take them)
     batch_size: int = 64             # signals per outer step
 
 
@@ -37,6 +38,8 @@ class MetaLearner:
     def __init__(self, template: torch.nn.Module, loss: Callable, cfg: MetaConfig):
         if cfg.algorithm not in ("maml", "reptile"):
             raise FitnefError(f"meta.algorithm={cfg.algorithm!r}: use maml or reptile")
+        if cfg.inner_optimizer not in ("sgd", "adam"):
+            raise FitnefError(f"meta.inner_optimizer={cfg.inner_optimizer!r}: use sgd or adam")
         self.template, self.loss, self.cfg = template, loss, cfg
 
         def nef_loss(p, x, y):
@@ -46,14 +49,24 @@ class MetaLearner:
         self.batched_grad = torch.vmap(grad_and_value(nef_loss), in_dims=(0, None, 0))
 
     def inner(self, init: Params, coords, targets, steps: int, keep_graph: bool) -> Params:
-        """``steps`` SGD steps from ``init`` for every signal in ``targets`` (N, P, C)."""
+        """``steps`` inner steps (SGD, or Adam with torch.optim's defaults) from ``init`` for every signal in
+        ``targets`` (N, P, C)."""
         n = targets.shape[0]
         params = {k: v.expand(n, *v.shape) for k, v in init.items()}
-        for _ in range(steps):
+        m = {k: 0.0 for k in params}
+        v = {k: 0.0 for k in params}
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        for t in range(1, steps + 1):
             g, _ = self.batched_grad(params, coords, targets)
             if not keep_graph:
-                g = {k: v.detach() for k, v in g.items()}
-            params = {k: params[k] - self.cfg.inner_lr * g[k] for k in params}
+                g = {k: x.detach() for k, x in g.items()}
+            if self.cfg.inner_optimizer == "sgd":
+                params = {k: params[k] - self.cfg.inner_lr * g[k] for k in params}
+                continue
+            m = {k: b1 * m[k] + (1 - b1) * g[k] for k in params}
+            v = {k: b2 * v[k] + (1 - b2) * g[k] ** 2 for k in params}
+            params = {k: params[k] - self.cfg.inner_lr * (m[k] / (1 - b1 ** t))
+                      / ((v[k] / (1 - b2 ** t)).sqrt() + eps) for k in params}
         return params
 
     def outer_loss(self, init: Params, coords, targets) -> torch.Tensor:

@@ -26,12 +26,15 @@ def modality():
     return ImageModality(np.stack(imgs)[..., None].astype(np.uint8))
 
 
-@pytest.mark.parametrize("algorithm,first_order", [("maml", False), ("maml", True), ("reptile", False)])
-def test_meta_learning_lowers_the_loss_after_inner_steps(modality, algorithm, first_order):
+@pytest.mark.parametrize("algorithm,first_order,inner", [
+    ("maml", False, "sgd"), ("maml", True, "sgd"), ("reptile", False, "sgd"), ("maml", False, "adam"),
+    ("reptile", False, "adam")])
+def test_meta_learning_lowers_the_loss_after_inner_steps(modality, algorithm, first_order, inner):
     template = SIREN(hidden_dim=16)
     init = {k: v[0] for k, v in init_stacked(template, [0], [0], True).items()}
     cfg = MetaConfig(algorithm=algorithm, first_order=first_order, outer_steps=40,
-                     outer_lr=0.5 if algorithm == "reptile" else 1e-2, inner_steps=2, inner_lr=1e-2, batch_size=8)
+                     outer_lr=0.5 if algorithm == "reptile" else 1e-2, inner_steps=2,
+                     inner_lr=1e-2 if inner == "sgd" else 1e-3, inner_optimizer=inner, batch_size=8)
     problem = modality.problem(np.arange(16), np.zeros(16), np.arange(16), SimpleNamespace(masked_portion=1.0))
     coords, targets, _ = problem.train_batch(0)
     learner = MetaLearner(template, type(problem).loss, cfg)
@@ -83,3 +86,25 @@ def test_find_init_then_fit_from_it(tmp_path):
     start = torch.cat([v.flatten() for v in saved.values()]).numpy()
     # one Adam step moves each weight by at most ~lr from the learned init
     assert np.abs(np.asarray(store.params[:4]) - start).max() < 2e-3
+
+
+def test_adam_inner_loop_takes_torch_adams_steps(modality):
+    """The inner loop's Adam is torch.optim.Adam's, step for step (so the init is learned for the fit's own
+    first steps)."""
+    template = SIREN(hidden_dim=8)
+    init = {k: v[0] for k, v in init_stacked(template, [0], [0], True).items()}
+    problem = modality.problem(np.arange(2), np.zeros(2), np.arange(2), SimpleNamespace(masked_portion=1.0))
+    coords, targets, _ = problem.train_batch(0)
+    learner = MetaLearner(template, type(problem).loss,
+                          MetaConfig(inner_optimizer="adam", inner_steps=3, inner_lr=1e-2))
+    ours = learner.inner(init, coords, targets[:1], 3, keep_graph=False)
+    params = {k: v.clone().requires_grad_() for k, v in init.items()}
+    opt = torch.optim.Adam(list(params.values()), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        learner.nef_loss(params, coords, targets[0]).backward()
+        opt.step()
+    for k in params:
+        assert torch.allclose(ours[k][0], params[k].detach(), atol=1e-6)
+    with pytest.raises(FitnefError, match="meta.inner_optimizer='lbfgs': use sgd or adam"):
+        MetaLearner(template, type(problem).loss, MetaConfig(inner_optimizer="lbfgs"))
