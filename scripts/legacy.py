@@ -609,18 +609,9 @@ def main(argv: Optional[list] = None, default_task: str = "image") -> None:
         print(f"note: {note}", file=sys.stderr)
     if t.dry_run:
         sys.exit(0)
-    if not (CONF / "task" / f"{t.task}.yaml").exists():
-        _fail(f"the {t.task} task (--task=config/{t.task}.py) is not available yet in fitnef "
-              f"(no conf/task/{t.task}.yaml)")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    try:
-        spec = importlib.util.find_spec(t.module)
-    except ModuleNotFoundError:
-        spec = None
-    if spec is None:
-        _fail(f"mode {t.mode!r} (--task=config/{t.task}.py:{t.mode}) is not available yet in fitnef "
-              f"(no module {t.module})")
+    spec = importlib.util.find_spec(t.module)
     # exactly `python -m <module> <overrides>`: run as __main__, so Hydra finds conf/ next to it
     sys.argv = [spec.origin or t.module, *t.overrides]
     runpy.run_module(t.module, run_name="__main__", alter_sys=True)

@@ -12,7 +12,6 @@ import pytest
 from scripts.legacy import LegacyError, Translation, hydra_str, main, translate
 
 ROOT = Path(__file__).resolve().parents[1]
-HAS_SHAPE = (ROOT / "conf" / "task" / "shape.yaml").exists()
 
 
 def t(line: str, **kw) -> Translation:
@@ -450,26 +449,6 @@ def test_main_errors_are_one_line(capsys, argv, words):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
     assert all(w in err for w in words)
-
-
-@pytest.mark.parametrize("mode", ["tune", "inspect", "find_init"])
-def test_modes_not_built_yet_say_so(capsys, mode):
-    import importlib.util
-
-    if importlib.util.find_spec(f"tasks.{mode}") is not None:
-        pytest.skip(f"tasks.{mode} exists")
-    with pytest.raises(SystemExit) as e:
-        main([f"--task=config/image.py:{mode}"])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not available yet" in err and mode in err
-
-
-@pytest.mark.skipif(HAS_SHAPE, reason="the shape task exists")
-def test_shape_task_not_built_yet_says_so(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["--task.train.end_idx=3"], default_task="shape")
-    assert e.value.code == 2 and "shape task" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("entry", ["tasks/image/fit.py", "tasks/shape/fit.py"])
