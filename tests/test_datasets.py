@@ -70,8 +70,10 @@ def test_prepare_mnist_sample_writes_idx_that_mnist_reads(data_path):
     raw = data_path / "MNIST" / "raw"
     assert (raw / "train-images-idx3-ubyte").read_bytes()[:8] == bytes([0, 0, 8, 3, 0, 0, 0, 8])  # 8 train
     data = D.MNIST(name="MNIST", path=".").load()
-    np.testing.assert_array_equal(data.images[..., 0], images)
-    np.testing.assert_array_equal(data.labels, labels)
+    order = prep.mixed_order(10)
+    assert sorted(order) == list(range(10)) and list(order) != list(range(10))
+    np.testing.assert_array_equal(data.images[..., 0], images[order])
+    np.testing.assert_array_equal(data.labels, labels[order])
     before = (raw / "t10k-images-idx3-ubyte").read_bytes()
     with pytest.raises(SystemExit, match="already holds MNIST files.*--force"):
         prep.main(["--csv", str(csv), "--out", str(data_path)])
@@ -79,7 +81,7 @@ def test_prepare_mnist_sample_writes_idx_that_mnist_reads(data_path):
     (raw / "t10k-images-idx3-ubyte").rename(raw / "t10k-images-idx3-ubyte.gz")  # a stale twin goes too
     prep.main(["--csv", str(csv), "--out", str(data_path), "--force"])
     assert not (raw / "t10k-images-idx3-ubyte.gz").exists()
-    np.testing.assert_array_equal(D.MNIST(name="MNIST", path=".").load().images[..., 0], images)
+    np.testing.assert_array_equal(D.MNIST(name="MNIST", path=".").load().images[..., 0], images[order])
 
 
 def test_prepare_mnist_sample_rejects_a_bad_csv(data_path):
