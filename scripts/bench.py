@@ -66,7 +66,7 @@ def run_fitnef(args, nef, parallel, work: Path, copies: int = 1) -> dict:
             "step_ms": round(1e3 * s["train_s"] / max(1, args.steps * -(-args.n // parallel)), 3),
             "peak_mem_mb": round(s["peak_mem_mb"], 1), "mem_per_nef_kb": round(1024 * s["peak_mem_mb"] / min(parallel, args.n), 2),
             "psnr_mean": round(s["psnr_mean"], 3), "psnr_std": round(s["psnr_std"], 3), "device": s["device"],
-            "micro_batch": s["micro_batch"]}
+            "micro_batch": s["micro_batch"], "setup_s": round(s["setup_s"], 3), "write_s": round(s["write_s"], 3)}
 
 
 def dataset_images(args):

@@ -34,10 +34,12 @@ part "tests/test_cuda.py"
 timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15
 
 part "default job on $DEVICE"
+rm -rf "$WORK"/default_*
 for chunk in 256 auto; do
   timeout 45 python3 -m tasks.fit device=$DEVICE task.train.num_parallel_nefs=$chunk task.log.progress=false \
-    task.nef_dir=/tmp/gpu_default_$chunk hydra.run.dir="$WORK/default_$chunk" 2>&1 | grep -E "fitted|auto|error|Error" | tail -3
+    task.nef_dir="$WORK/default_$chunk/store" hydra.run.dir="$WORK/default_$chunk" 2>&1 | grep -E "fitted|auto|error|Error" | tail -3
   cp "$WORK/default_$chunk/summary.json" "$OUT/default_$chunk.json" 2>/dev/null
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('  time: process %(process)s s = startup + setup %(setup_s).1f + fit %(wall_s).1f (compile %(warmup_s).1f, train %(train_s).1f, writes %(write_s).1f)' % dict(d, process=d.get('process_s')))" "$WORK/default_$chunk/summary.json" 2>/dev/null
 done
 
 anchor=()

@@ -34,7 +34,21 @@ def _write_summary(summary) -> None:
         return
     data = dataclasses.asdict(summary)
     data["train_nefs_per_s"] = summary.fitted / summary.train_s if summary.train_s else None
+    data["process_s"] = _process_age_s()  # minus setup_s + wall_s: interpreter start, imports, config
     (out / "summary.json").write_text(json.dumps(data, indent=1))
+
+
+def _process_age_s():
+    """Seconds since this process started (Linux /proc), or None elsewhere."""
+    import os
+    from pathlib import Path
+
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round(uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 if __name__ == "__main__":

@@ -131,6 +131,8 @@ class FitSummary:
     start_idx: int = 0          # the range this process fitted (its shard's part when sharded)
     end_idx: int = 0
     shard: Optional[int] = None
+    setup_s: float = 0.0        # from fit() to the first step: data, store, init, probe
+    write_s: float = 0.0        # store writes (inside wall_s)
 
     def line(self) -> str:
         unit = " dB" if self.metric == "psnr" else ""
@@ -151,6 +153,7 @@ def load_modality(cfg: DictConfig):
 
 
 def fit(cfg: DictConfig) -> FitSummary:
+    t_setup = time.perf_counter()
     tr = cfg.task.train
     device = resolve_device(cfg.device)
     modality, labels = load_modality(cfg)
@@ -203,7 +206,7 @@ def fit(cfg: DictConfig) -> FitSummary:
 
     logger = make_logger(cfg, modality, fitter.template)  # None unless logger=wandb
     fitter.on_step = logger.on_step if logger is not None else None
-    results = {"metric": [], "fitted": 0}
+    results = {"metric": [], "fitted": 0, "write_s": 0.0}
 
     def make(rows: np.ndarray):
         if learned is None:
@@ -219,7 +222,9 @@ def fit(cfg: DictConfig) -> FitSummary:
         if finished:
             rows, flat, metric, steps = (np.concatenate(x) for x in zip(*finished))
             order = np.argsort(rows)  # continuous batching finishes rows out of order
+            t = time.perf_counter()
             store.write_rows(rows[order], flat[order], metric[order], steps[order])
+            results["write_s"] += time.perf_counter() - t
             finished.clear()
 
     def emit(rows: np.ndarray, res) -> None:
@@ -240,6 +245,7 @@ def fit(cfg: DictConfig) -> FitSummary:
         chunk = choose_num_parallel(fitter, make, pending, device, micro_batch(tr.micro_batch, device))
     bar = _progress(len(pending), enabled=bool(cfg.task.log.progress))  # after the logs above
     t0 = time.perf_counter()
+    setup_s = t0 - t_setup
     train_s = 0.0
     try:
         if len(pending) and fitter.target is not None and tr.continuous:
@@ -262,6 +268,7 @@ def fit(cfg: DictConfig) -> FitSummary:
                          warmup_s=fitter.warmup_s, store=str(store.path), metric=modality.metric_name,
                          device=str(device), num_parallel_nefs=chunk, micro_batch=fitter.unit,
                          peak_mem_mb=peak_memory_mb(device), start_idx=start, end_idx=end,
+                         setup_s=setup_s, write_s=results["write_s"],
                          shard=None if sharding is None else int(cfg.task.shard))
     if logger is not None:
         logger.finish(summary)

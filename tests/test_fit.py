@@ -104,8 +104,14 @@ def test_sigkill_mid_run_then_rerun_gives_identical_rows(compose, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 16 <= done < 96, f"kill landed at {done} done rows; expected mid-run"
-    rerun = _run(*args, f"task.nef_dir={store}")
+    left = 96 - int(open_store(store).done[:96].sum())   # rows written up to the kill
+    rerun = _run(*args, f"task.nef_dir={store}", f"hydra.run.dir={tmp_path / 'run'}")
     assert rerun.returncode == 0, rerun.stderr
+    import json
+
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["fitted"] == left and summary["total_done"] == 96    # only the missing rows were fitted
+    assert summary["process_s"] > summary["setup_s"] + summary["wall_s"] > summary["write_s"] > 0
     fit(compose(*args, nef_dir=tmp_path / "clean"))
     killed, dk = _params(store)
     clean, dc = _params(tmp_path / "clean")
