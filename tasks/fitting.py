@@ -3,6 +3,7 @@
 Modality-agnostic: the modality (tasks/registry.py) turns signal indices into a ``Problem``; the
 engine (nefs/engine.py) fits a chunk; the store (nefs/store.py) keeps what is done.
 """
+import copy
 import hashlib
 import logging
 import os
@@ -185,12 +186,10 @@ def fit(cfg: DictConfig) -> FitSummary:
     for name, per_signal in (modality.row_arrays() if hasattr(modality, "row_arrays") else {}).items():
         per_signal = np.asarray(per_signal)  # (M, ...) -> (K*M, ...), row i holds signal i % M's values
         rows[name] = np.tile(per_signal, (len(seeds),) + (1,) * (per_signal.ndim - 1))
-    optimizer, schedule = build_optimization(cfg, int(tr.num_steps))  # checked before the store exists
-    resolve_compile(tr.compile, device, 0, quiet=True)                   # likewise
-    fitter = ChunkFitter(template=build_nef(cfg.nef, modality.in_features, modality.out_features).to(device),
-                         optimizer=optimizer, schedule=schedule,
-                         num_steps=tr.num_steps, check_every=tr.check_every, target=modality.stop_target(tr),
-                         compile=False, micro_batch=micro_batch(tr.micro_batch, device))
+    # every setting is checked before the store exists
+    optimizer, schedule = build_optimization(cfg, int(tr.num_steps))
+    resolve_compile(tr.compile, device, 0, quiet=True)
+    per_call = micro_batch(tr.micro_batch, device)
     learned, ident = meta_start(cfg, modality, layout), identity(cfg)
     if learned is not None:  # the init's content, not its path, is what the NeFs depend on
         ident["task"]["train"]["meta_init_sha256"] = learned.sha256
@@ -204,6 +203,10 @@ def fit(cfg: DictConfig) -> FitSummary:
     pending = store.pending(start, end)
     log.info("store %s: %d of [%d, %d) to fit", store.path, len(pending), start, end)
 
+    fitter = ChunkFitter(template=copy.deepcopy(template).to(device), optimizer=optimizer, schedule=schedule,
+                         num_steps=tr.num_steps, check_every=tr.check_every, target=modality.stop_target(tr),
+                         compile=resolve_compile(tr.compile, device, len(pending) * int(tr.num_steps), layout.size),
+                         micro_batch=per_call)
     logger = make_logger(cfg, modality, fitter.template)  # None unless logger=wandb
     fitter.on_step = logger.on_step if logger is not None else None
     results = {"metric": [], "fitted": 0, "write_s": 0.0}
@@ -240,9 +243,8 @@ def fit(cfg: DictConfig) -> FitSummary:
         allm = np.concatenate(results["metric"])
         bar.set_postfix_str(f"{modality.metric_name} {allm.mean():.2f}")
 
-    fitter.compile = resolve_compile(tr.compile, device, len(pending) * int(tr.num_steps), layout.size)
     if auto_chunk and len(pending):
-        chunk = choose_num_parallel(fitter, make, pending, device, micro_batch(tr.micro_batch, device))
+        chunk = choose_num_parallel(fitter, make, pending, device, per_call)
     bar = _progress(len(pending), enabled=bool(cfg.task.log.progress))  # after the logs above
     t0 = time.perf_counter()
     setup_s = t0 - t_setup
