@@ -3,6 +3,7 @@
 #   1. tests/test_cuda.py (CUDA == CPU results, auto chunk probe, continuous batching, store)
 #   2. the default job on CUDA, with the default chunk and with num_parallel_nefs=auto
 #   3. scripts.bench on CUDA: SIREN and MLP at large chunks, compiled vs eager, side by side with fit-a-nef
+#      (then the step alone, and a profile of where its device time goes)
 #      when a driver for the machine's JAX is given: scripts/anchor_modern/prepare.sh builds .anchor_gpu, then
 #      ANCHOR_SCRIPT=.anchor_gpu/run.sh ANCHOR_PYTHON=bash bash scripts/gpu_check.sh (carry .whl and .anchor_gpu)
 # About 8 minutes on an H200 (docs/performance.md has what it printed). Each part has its own time limit.
@@ -18,8 +19,9 @@ WORK=${WORK:-/tmp/gpu_check}
 mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1
 N=${N:-32768}
-DEVICE=${DEVICE:-cuda}   # DEVICE=cpu N=64 STEPS=5: a dry run of this script anywhere
+DEVICE=${DEVICE:-cuda}   # DEVICE=cpu N=64 STEPS=5 PARALLEL=64: a dry run of this script anywhere
 STEPS=${STEPS:-500}
+PARALLEL=${PARALLEL:-16384}   # chunk of the benchmarks (a dry run: PARALLEL=64)
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
@@ -54,9 +56,12 @@ bench() {  # bench NAME SECONDS ARGS...: one scripts.bench run, $N NeFs, $STEPS 
     --out "$WORK/bench_$name" "$@" 2>&1 | grep -v "^wrote"
   cp "$WORK/bench_$name/results.csv" "$OUT/bench_$name.csv" 2>/dev/null
 }
-bench siren 100 --nefs siren --parallel 16384 "${anchor[@]}"
-bench mlp 100 --nefs mlp --parallel 16384 "${anchor[@]}"
-bench siren_eager 45 --nefs siren --parallel 16384 --set task.train.compile=false
+bench siren 100 --nefs siren --parallel "$PARALLEL" "${anchor[@]}"
+bench mlp 100 --nefs mlp --parallel "$PARALLEL" "${anchor[@]}"
+bench siren_eager 45 --nefs siren --parallel "$PARALLEL" --set task.train.compile=false
 part "step time alone: compiled, CUDA graph, eager"
-timeout 60 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel 16384 --steps 200 2>&1 | grep -v -i warn
+timeout 60 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel "$PARALLEL" --steps 200 2>&1 | grep -v -i warn
+part "where a compiled step's device time goes (torch.profiler)"
+timeout 90 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren mlp --parallel "$PARALLEL" --steps 100 \
+  --variants compiled --profile 12 2>&1 | grep -v -i warn
 part "done"

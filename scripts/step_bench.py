@@ -1,6 +1,7 @@
 """Time the training step alone, in one process, for variants of the hot path.
 
     python -m scripts.step_bench --nefs siren mlp --parallel 16384 --steps 200 --device cuda
+    python -m scripts.step_bench --nefs siren --variants compiled --profile 15   # + where the time goes
 
 Each variant fits ``parallel`` NeFs for ``steps`` steps through ``tasks.fitting.fit`` (same engine, same
 store) and reports the step time from the run's own timer, compilation excluded. Variants:
@@ -25,6 +26,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--device", default="auto")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="also print the K kernels that take the most device time (torch.profiler), per variant")
     args = p.parse_args(argv)
 
     import torch
@@ -48,10 +51,27 @@ def main(argv=None):
                     "scheduler.value=1e-3", f"task.train.compile={variant != 'eager'}", "task.log.progress=false",
                     f"task.nef_dir={tmp}/store"])
                 t = time.perf_counter()
-                s = fit(cfg)
+                if args.profile:
+                    s, table = profiled(fit, cfg, args.profile)
+                else:
+                    s, table = fit(cfg), None
             ms = 1e3 * s.train_s / args.steps
             print(f"{nef:8s} {variant:16s} {ms:8.3f} {args.parallel * args.steps / s.train_s:12.0f} "
                   f"{s.warmup_s:9.1f} {s.psnr_mean:6.2f}   ({time.perf_counter() - t:.1f}s)", flush=True)
+            if table:
+                print(table, flush=True)
+
+
+def profiled(fn, cfg, top: int):
+    """fn(cfg) under torch.profiler; the kernels that took the most device (or CPU) time, as a table."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        out = fn(cfg)
+    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    return out, prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60)
 
 
 if __name__ == "__main__":
