@@ -1,15 +1,17 @@
-"""The hot path: fit NeFs with a vmapped, compiled gradient.
+"""The hot path: fit NeFs with a vmapped, compiled gradient, in one training loop.
 
 Loss = sum over NeFs of each NeF's own loss, so the gradient a NeF receives is exactly the one it
 would get alone; optimizers act elementwise on the stacked tensors, so nothing couples NeFs.
 The per-NeF gradient ``vmap(grad_and_value(loss))`` is compiled once for one chunk shape (the
 "unit"); other chunks are split into / padded to that shape, so nothing recompiles between chunks.
 
-Two loops share it:
-- ``ChunkFitter.fit``: a fixed chunk, torch.optim on the stacked tensors, early-stopped NeFs frozen.
-- ``ChunkFitter.fit_stream``: continuous batching for early stop — a NeF that reaches the target
-  frees its slot for the next NeF of the range, so the device stays full. Needs per-slot optimizer
-  state (nefs/slot_optim.py).
+One loop (``ChunkFitter._train``) runs a set of slots, each holding one NeF: every step trains all
+slots, each NeF is checked at its own steps (multiples of ``check_every`` and its last step), and a
+NeF that is finished (its steps done, or its metric at the target) is handed out with its parameters
+of that step. What happens to its slot is the caller's:
+- ``ChunkFitter.fit``: a fixed chunk; the slot idles (torch.optim on the stacked tensors: one step count).
+- ``ChunkFitter.fit_stream``: continuous batching; the slot is refilled with the next NeF of the range at
+  once, so the device stays full (per-slot optimizer state, nefs/slot_optim.py).
 """
 import copy
 import logging
@@ -17,35 +19,17 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Protocol
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 from torch.func import functional_call, grad_and_value
 
-from .slot_optim import slot_optimizer
-from .stack import Params, stacked_forward
+from .modality import Metric, Params, Problem  # noqa: F401  (Problem: the protocol chunks follow)
+from .slot_optim import StackedOptimizer, slot_optimizer
+from .stack import stacked_forward
 
 log = logging.getLogger(__name__)
-# Inductor's C++ toolchain probe warns "No CUDA runtime is found" on every CPU-only compile: noise here.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-
-
-class Problem(Protocol):
-    """What a modality gives the engine for a chunk (see tasks/image/modality.py)."""
-
-    per_nef_fields: tuple   # attribute names of tensors with one row per NeF
-
-    def train_batch(self, step):
-        """(coords, targets, batched) for a step (int, or (N,) per-NeF steps): coords (P, D) shared,
-        or (N, P, D) per NeF when ``batched``."""
-
-    @staticmethod
-    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Scalar loss of ONE NeF (pure; called under vmap)."""
-
-    def metric(self, forward: Callable, params: Params) -> torch.Tensor:
-        """(N,) quality of each NeF, higher is better (PSNR, IoU)."""
 
 
 def take_rows(problem, index: torch.Tensor):
@@ -78,21 +62,24 @@ class ChunkFitter:
     sub-chunks. On a CPU, throughput peaks once a chunk's activations fit in cache, so a big
     ``num_parallel_nefs`` must not make it slower. None: no limit (the GPU default); "cache": size it
     from the NeF's width and points per step (``cache_sized_batch``).
+    metric: which way the target is reached (default: higher is better).
     """
 
     def __init__(self, template: torch.nn.Module, optimizer: Callable, schedule: Callable[[int], float],
                  num_steps: int, check_every: int = 10, target: Optional[float] = None, compile: bool = True,
-                 micro_batch: Optional[int] = None, on_step: Optional[Callable] = None):
+                 micro_batch: Optional[int] = None, on_step: Optional[Callable] = None,
+                 metric: Optional[Metric] = None):
         self.template = template
         self.optimizer = optimizer
         self.schedule = schedule
         self.num_steps = int(num_steps)
         self.check_every = max(int(check_every), 1)
         self.target = target
+        self.metric = metric or Metric("metric")
         self.compile = compile
         self.micro_batch = micro_batch
         # on_step(step, loss (N,), params, problem) after each optimizer step, outside the timed step
-        # (loggers; None: no call, no sync)
+        # (loggers, progress; None: no call, no sync)
         self.on_step = on_step
         self.unit: Optional[int] = None   # the one compiled chunk shape, fixed by the first call
         self._grad_fns: dict = {}
@@ -134,15 +121,83 @@ class ChunkFitter:
         return self._warmup_s
 
     def _timed_step(self, fn):
-        """Run one training step; the very first one (compilation) is timed apart."""
+        """Run one training step; the very first one (compilation) is timed apart and announced."""
         if self._warm:
             fn()
             return 0.0
+        if self.compile:
+            log.info("compiling the training step (torch.compile; the first step waits for it)")
         t = time.perf_counter()
         fn()
         self._warm = True
         self._warmup_s = time.perf_counter() - t
+        if self.compile:
+            log.info("training step compiled in %.1f s", self._warmup_s)
         return self._warmup_s
+
+    # -- the training loop -------------------------------------------------------------------------
+    def _train(self, params: Params, problem, opt, live: np.ndarray,
+               on_finish: Callable[[np.ndarray, ChunkResult], np.ndarray]) -> tuple:
+        """Train the slots of ``params`` until no slot is ``live``; returns (training time, warm-up time).
+
+        on_finish(slots, result) gets the NeFs that finished at this step (their params cloned) and
+        returns the slots it refilled in place (params and problem rows): those start again at step 0,
+        which needs an optimizer with per-slot state. Slots neither live nor refilled idle.
+        """
+        device = next(iter(params.values())).device
+        forward = self.forward()
+        slots = len(live)
+        host_steps = np.zeros(slots, dtype=np.int64)   # steps per slot, kept on the host: no sync to decide
+        uniform = True                                 # all slots at one step (no refill yet): an int step
+        if opt.per_slot:
+            lr_table = torch.tensor([self.schedule(s) for s in range(self.num_steps)], device=device)
+        warmup, it, last = 0.0, 0, {}
+        t0 = time.perf_counter()
+        while live.any():
+            def one_step():
+                local = int(host_steps[0]) if uniform else opt.step_count
+                coords, targets, batched = problem.train_batch(local)
+                grads, last["loss"] = self.grad_fn(problem, batched)(params, coords, targets)
+                if opt.per_slot:
+                    opt.step(grads, lr_table[opt.step_count.clamp_max(self.num_steps - 1)])
+                else:
+                    opt.step(grads, self.schedule(local))
+
+            warmup += self._timed_step(one_step)
+            it += 1
+            host_steps += 1
+            if self.on_step is not None:
+                self.on_step(it, last["loss"], params, problem)
+            if uniform:  # the common case, without array work: one step for every slot
+                s = int(host_steps[0])
+                if not (s >= self.num_steps or (self.target is not None and s % self.check_every == 0)):
+                    continue
+                due = live.copy()
+            else:
+                due = (host_steps >= self.num_steps) & live
+                if self.target is not None:
+                    due |= (host_steps % self.check_every == 0) & live
+                if not due.any():
+                    continue
+            metric = problem.metric(forward, params)
+            finished = due & (host_steps >= self.num_steps)
+            if self.target is not None:
+                finished |= due & self.metric.reached(metric, self.target).cpu().numpy()
+            if not finished.any():
+                continue
+            fin = np.flatnonzero(finished)
+            idx = torch.as_tensor(fin, device=device)
+            live[fin] = False
+            refilled = on_finish(fin, ChunkResult({k: v[idx].clone() for k, v in params.items()}, metric[idx],
+                                                  torch.as_tensor(host_steps[fin], device=device), 0.0))
+            if len(refilled):
+                opt.reset(torch.as_tensor(refilled, device=device))
+                host_steps[refilled] = 0
+                live[refilled] = True
+                uniform = False
+        opt.release()
+        _sync(device)
+        return time.perf_counter() - t0 - warmup, warmup
 
     # -- fixed chunks --------------------------------------------------------------------------
     def fit(self, params: Params, problem) -> ChunkResult:
@@ -163,50 +218,24 @@ class ChunkFitter:
             train_s=sum(r.train_s for r, _ in parts), warmup_s=sum(r.warmup_s for r, _ in parts))
 
     def _fit_unit(self, params: Params, problem) -> ChunkResult:
-        names = list(params)
-        params = {k: params[k].detach().clone() for k in names}
-        n = params[names[0]].shape[0]
-        device = params[names[0]].device
-        opt = self.optimizer([params[k] for k in names], lr=self.schedule(0), **_fast_impl(self.optimizer, device))
-        done = torch.zeros(n, dtype=torch.bool, device=device)
-        frozen = {k: v.clone() for k, v in params.items()} if self.target is not None else None
-        steps = torch.full((n,), self.num_steps, dtype=torch.long, device=device)
-        warmup = 0.0
-        t0 = time.perf_counter()
-        last = {}
-        for step in range(self.num_steps):
-            def one_step():
-                coords, targets, batched = problem.train_batch(step)
-                grads, last["loss"] = self.grad_fn(problem, batched)(params, coords, targets)
-                for g in opt.param_groups:
-                    g["lr"] = self.schedule(step)
-                for k in names:
-                    params[k].grad = grads[k]
-                opt.step()
+        """One chunk, no refills: each NeF's result is kept from the step it finished at."""
+        params = {k: v.detach().clone() for k, v in params.items()}
+        n = next(iter(params.values())).shape[0]
+        device = next(iter(params.values())).device
+        out = {k: v.clone() for k, v in params.items()}
+        metric = torch.zeros(n, device=device)
+        steps = torch.zeros(n, dtype=torch.long, device=device)
 
-            warmup += self._timed_step(one_step)
-            trained = step + 1
-            if self.on_step is not None:
-                self.on_step(trained, last["loss"], params, problem)
-            if self.target is not None and (trained % self.check_every == 0 or trained == self.num_steps):
-                metric = problem.metric(self.forward(), params)
-                newly = (metric >= self.target) & ~done
-                if newly.any():  # freeze these NeFs' results at this step
-                    for k in names:
-                        frozen[k][newly] = params[k][newly]
-                    steps[newly] = trained
-                    done |= newly
-                if bool(done.all()):
-                    break
-        for p in params.values():
-            p.grad = None
-        if self.target is not None:
-            for k in names:
-                frozen[k][~done] = params[k][~done]
-            params = frozen
-        _sync(device)
-        train_s = time.perf_counter() - t0 - warmup
-        return ChunkResult(params, problem.metric(self.forward(), params), steps, train_s, warmup)
+        def keep(slots: np.ndarray, res: ChunkResult) -> np.ndarray:
+            idx = torch.as_tensor(slots, device=device)
+            for k in out:
+                out[k][idx] = res.params[k]
+            metric[idx], steps[idx] = res.metric.to(metric.dtype), res.steps
+            return slots[:0]
+
+        opt = StackedOptimizer(self.optimizer, params, self.schedule(0), **_fast_impl(self.optimizer, device))
+        train_s, warmup = self._train(params, problem, opt, np.ones(n, dtype=bool), keep)
+        return ChunkResult(out, metric, steps, train_s, warmup)
 
     # -- continuous batching -------------------------------------------------------------------
     def fit_stream(self, rows: np.ndarray, make: Callable, slots: int,
@@ -221,8 +250,7 @@ class ChunkFitter:
         slots = self._unit_for(min(slots, len(rows)), sizing)
 
         def take(k):
-            got = [r for _, r in zip(range(k), queue)]
-            return np.asarray(got, dtype=np.int64)
+            return np.asarray([r for _, r in zip(range(k), queue)], dtype=np.int64)
 
         first = take(slots)
         pad = np.concatenate([first, np.repeat(first[-1:], slots - len(first))])
@@ -231,53 +259,23 @@ class ChunkFitter:
         device = next(iter(params.values())).device
         slot_row = np.concatenate([first, np.full(slots - len(first), -1)])   # -1: idle slot
         opt = slot_optimizer(self.optimizer, params, compile=self.compile)
-        lr_table = torch.tensor([self.schedule(s) for s in range(self.num_steps)], device=device)
-        forward = self.forward()
-        warmup, it = 0.0, 0
-        host_steps = np.zeros(slots, dtype=np.int64)
-        t0 = time.perf_counter()
-        last = {}
-        while (slot_row >= 0).any():
-            def one_step():
-                local = opt.step_count  # steps each slot's NeF has taken so far
-                coords, targets, batched = problem.train_batch(local)
-                grads, last["loss"] = self.grad_fn(problem, batched)(params, coords, targets)
-                opt.step(grads, lr_table[local.clamp_max(self.num_steps - 1)])
 
-            warmup += self._timed_step(one_step)
-            it += 1
-            if self.on_step is not None:
-                self.on_step(it, last["loss"], params, problem)
-            host_steps += 1  # a host copy of opt.step_count: deciding when to check needs no sync
-            # each NeF is checked at its own steps (multiples of check_every, and its last step),
-            # exactly as it would be in a chunk of its own
-            due_np = ((host_steps % self.check_every == 0) | (host_steps >= self.num_steps)) & (slot_row >= 0)
-            if not due_np.any():
-                continue
-            local = opt.step_count
-            metric = problem.metric(forward, params)
-            due = torch.as_tensor(due_np, device=device)
-            reached = metric >= self.target if self.target is not None else torch.zeros_like(due)
-            finished = due & ((local >= self.num_steps) | reached)
-            if not bool(finished.any()):
-                continue
-            fin = torch.nonzero(finished).flatten()
-            fin_np = fin.cpu().numpy()
-            emit(slot_row[fin_np], ChunkResult({k: v[fin].clone() for k, v in params.items()}, metric[fin],
-                                               local[fin].clone(), 0.0))
-            new = take(len(fin_np))
-            slot_row[fin_np] = -1
-            if len(new):
-                refill = fin[: len(new)]
-                p_new, prob_new = make(new)
-                for k in params:
-                    params[k][refill] = p_new[k]
-                assign_rows(problem, refill, prob_new)
-                opt.reset(refill)
-                host_steps[fin_np[: len(new)]] = 0
-                slot_row[fin_np[: len(new)]] = new
-        _sync(device)
-        return time.perf_counter() - t0 - warmup
+        def refill(fin: np.ndarray, res: ChunkResult) -> np.ndarray:
+            emit(slot_row[fin], res)
+            slot_row[fin] = -1
+            new = take(len(fin))
+            if not len(new):
+                return fin[:0]
+            into = fin[:len(new)]
+            p_new, prob_new = make(new)
+            idx = torch.as_tensor(into, device=device)
+            for k in params:
+                params[k][idx] = p_new[k]
+            assign_rows(problem, idx, prob_new)
+            slot_row[into] = new
+            return into
+
+        return self._train(params, problem, opt, slot_row >= 0, refill)[0]
 
 
 # Activations of one compiled call that a CPU keeps in cache: measured on the 2-core EPYC of
@@ -322,6 +320,8 @@ class _Compiled:
         self.mode = os.environ.get("FITNEF_COMPILE_MODE") or None
         self.compiled = torch.compile(fn, dynamic=False, mode=self.mode)
         self.failed = False
+        # Inductor's C++ toolchain probe warns "No CUDA runtime is found" on every CPU-only compile: noise
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
     def __call__(self, *args):
         if not self.failed:

@@ -15,6 +15,7 @@ import torch
 from torch.func import functional_call, grad_and_value
 
 from .errors import FitnefError
+from .slot_optim import adam_direction, adam_moments
 from .store import diff_keys
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,9 @@ class MetaLearner:
         ``targets`` (N, P, C)."""
         n = targets.shape[0]
         params = {k: v.expand(n, *v.shape) for k, v in init.items()}
-        m = {k: 0.0 for k in params}
-        v = {k: 0.0 for k in params}
-        b1, b2, eps = 0.9, 0.999, 1e-8
+        m = {k: torch.zeros_like(p) for k, p in params.items()}
+        v = {k: torch.zeros_like(p) for k, p in params.items()}
+        b1, b2, eps = 0.9, 0.999, 1e-8   # torch.optim.Adam's defaults, as the fit will use them
         for t in range(1, steps + 1):
             g, _ = self.batched_grad(params, coords, targets)
             if not keep_graph:
@@ -63,10 +64,9 @@ class MetaLearner:
             if self.cfg.inner_optimizer == "sgd":
                 params = {k: params[k] - self.cfg.inner_lr * g[k] for k in params}
                 continue
-            m = {k: b1 * m[k] + (1 - b1) * g[k] for k in params}
-            v = {k: b2 * v[k] + (1 - b2) * g[k] ** 2 for k in params}
-            params = {k: params[k] - self.cfg.inner_lr * (m[k] / (1 - b1 ** t))
-                      / ((v[k] / (1 - b2 ** t)).sqrt() + eps) for k in params}
+            for k in params:
+                m[k], v[k] = adam_moments(m[k], v[k], g[k], b1, b2)
+            params = {k: params[k] - self.cfg.inner_lr * adam_direction(m[k], v[k], t, b1, b2, eps) for k in params}
         return params
 
     def outer_loss(self, init: Params, coords, targets) -> torch.Tensor:

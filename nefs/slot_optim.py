@@ -1,11 +1,16 @@
-"""Optimizers whose state is per slot (per NeF), for continuous batching.
+"""The optimizers of the training loop, all with one interface: ``step(grads, lr)``, ``reset(slots)``,
+``release()``, and ``per_slot`` (whether each slot keeps its own step count and learning rate).
 
 torch.optim keeps one ``step`` per tensor, shared by every NeF stacked in it. That is right while all
-NeFs start together, and wrong once a finished NeF's slot is refilled by a new one: Adam's bias
-correction must then count the new NeF's own steps. These versions keep a step count and a learning
-rate per slot, follow torch.optim's update formulas, and can reset single slots.
+NeFs start together (``StackedOptimizer``: torch.optim itself, its fused CUDA kernels included), and
+wrong once a finished NeF's slot is refilled by a new one: Adam's bias correction must then count the
+new NeF's own steps. The slot versions keep a step count and a learning rate per slot, follow
+torch.optim's update formulas (tests/test_slot_optim.py checks each step for step against its twin),
+and can reset single slots. Adam's maths (``adam_moments``, ``adam_direction``) is shared with the
+meta-learner's differentiable inner loop (nefs/meta.py).
 """
 import functools
+import math
 from typing import Dict
 
 import torch
@@ -20,8 +25,50 @@ def _per_slot(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+def adam_moments(m, v, g, b1: float, b2: float) -> tuple:
+    """Adam's running first and second moments after gradient ``g`` (pure: returns new tensors)."""
+    return m + (1 - b1) * (g - m), b2 * v + (1 - b2) * g * g
+
+
+def adam_direction(m, v, step, b1: float, b2: float, eps: float):
+    """Adam's bias-corrected update direction at ``step`` (1-based; an int, or per-slot counts that
+    broadcast against ``m``): the parameter moves by ``-lr`` times this."""
+    if isinstance(step, torch.Tensor):
+        step = step.double()
+        bc1, bc2_sqrt = (1 - b1 ** step).to(m.dtype), (1 - b2 ** step).sqrt().to(m.dtype)
+    else:
+        bc1, bc2_sqrt = 1 - b1 ** step, math.sqrt(1 - b2 ** step)
+    return (m / bc1) / (v.sqrt() / bc2_sqrt + eps)
+
+
+class StackedOptimizer:
+    """torch.optim on the stacked tensors: one step count for all slots, so slots are never refilled."""
+
+    per_slot = False
+
+    def __init__(self, factory, params: Params, lr: float, **impl):
+        self.params = params
+        self.opt = factory(list(params.values()), lr=lr, **impl)
+
+    def step(self, grads: Params, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        for k, p in self.params.items():
+            p.grad = grads[k]
+        self.opt.step()
+
+    def reset(self, slots) -> None:
+        raise FitnefError("torch.optim keeps one step count for all NeFs of a chunk; refilling a slot "
+                          "needs a per-slot optimizer (nefs.slot_optim.slot_optimizer)")
+
+    def release(self) -> None:
+        for p in self.params.values():
+            p.grad = None
+
+
 class SlotOptimizer:
     state_names: tuple = ()
+    per_slot = True
 
     def __init__(self, params: Params, compile: bool = False):
         self.params = params
@@ -48,6 +95,9 @@ class SlotOptimizer:
         for k, p in params.items():
             self._update(k, p, grads[k], _per_slot(lr.to(p.dtype), p))
 
+    def release(self) -> None:
+        pass
+
     def _update(self, k, p, g, lr):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -67,13 +117,10 @@ class SlotAdam(SlotOptimizer):
             else:
                 g = g.add(p, alpha=self.wd)
         m, v = self.state["exp_avg"][k], self.state["exp_avg_sq"][k]
-        m.lerp_(g, 1 - self.b1)
-        v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-        step = _per_slot(self.step_count, p).double()
-        bc1 = 1 - self.b1 ** step
-        bc2_sqrt = (1 - self.b2 ** step).sqrt()
-        denom = (v.sqrt() / bc2_sqrt.to(p.dtype)).add_(self.eps)
-        p.addcdiv_(m, denom * (bc1 / lr.double()).to(p.dtype), value=-1.0)
+        m_new, v_new = adam_moments(m, v, g, self.b1, self.b2)
+        m.copy_(m_new)
+        v.copy_(v_new)
+        p.sub_(lr * adam_direction(m, v, _per_slot(self.step_count, p), self.b1, self.b2, self.eps))
 
 
 class SlotSGD(SlotOptimizer):

@@ -22,10 +22,11 @@ import zarr
 from filelock import FileLock
 
 from .errors import FitnefError
+from .modality import Metric, lookup
 from .stack import ParamLayout
 
 ROW_ARRAYS = ("labels", "signal_idx", "seed")
-RESERVED = ("params", "steps", "done", "psnr", "iou")
+RESERVED = ("params", "steps", "done", *ROW_ARRAYS)  # and the store's metric
 LOCK_NAME = ".fitnef.lock"
 
 
@@ -56,13 +57,14 @@ class NefStore:
         attrs = group.attrs
         self.layout = ParamLayout.from_json(attrs["param_layout"])
         self.config = attrs["config"]
-        self.modality_info = attrs["modality"]
-        self.metric_name = attrs.get("metric", "psnr")
+        self.modality_info = attrs["modality"]   # the modality's own decoding facts (Modality.attrs)
+        self.metric_info = Metric.from_json(attrs.get("metric", "psnr"))
+        self.metric_name = self.metric_info.name
 
     # -- creation / resume (used by the fitting tasks) ---------------------------------------
     @classmethod
     def create_or_open(cls, path, *, identity: dict, num_rows: int, layout: ParamLayout, rows: dict,
-                       chunk_rows: int, modality: dict, nef: dict, metric: str = "psnr",
+                       chunk_rows: int, modality: dict, nef: dict, metric: Metric,
                        versions: Optional[dict] = None) -> "NefStore":
         path = Path(path)
         identity = json.loads(json.dumps(identity))  # plain JSON types, as stored
@@ -92,18 +94,18 @@ class NefStore:
                 arr[:] = np.asarray(rows[name], dtype=np.int64)
             for name in sorted(set(rows) - set(ROW_ARRAYS)):  # a modality's own per-row arrays
                 values = np.asarray(rows[name])
-                if name in RESERVED or values.shape[:1] != (num_rows,):
+                if name in RESERVED or name == metric.name or values.shape[:1] != (num_rows,):
                     raise ValueError(f"row array {name!r}: reserved name or not {num_rows} rows {values.shape}")
                 arr = group.create_array(name, shape=values.shape, chunks=(chunk,) + values.shape[1:],
                                          dtype=values.dtype, fill_value=0, overwrite=True)
                 arr[...] = values
-            group.create_array(metric, shape=(num_rows,), chunks=(chunk,), dtype="float32", fill_value=np.nan,
+            group.create_array(metric.name, shape=(num_rows,), chunks=(chunk,), dtype="float32", fill_value=np.nan,
                                overwrite=True)
             group.create_array("steps", shape=(num_rows,), chunks=(chunk,), dtype="int32", fill_value=0, overwrite=True)
             group.create_array("done", shape=(num_rows,), chunks=(chunk,), dtype="bool", fill_value=False, overwrite=True)
             group.attrs.update({
                 "param_layout": layout.to_json(), "config": identity, "modality": modality, "nef": nef,
-                "metric": metric, "versions": versions or {}, "format": "fitnef/1",
+                "metric": metric.to_json(), "versions": versions or {}, "format": "fitnef/1",
             })
             group.attrs["complete"] = True  # last: marks the creation as whole
             return cls(path, group)
@@ -119,6 +121,19 @@ class NefStore:
             if changed:
                 group.attrs.update(changed)
             self.group = group
+
+    @staticmethod
+    def peek_pending(path, start: int, end: int) -> Optional[np.ndarray]:
+        """Rows of [start, end) not yet done in the store at ``path`` (all of them if there is none yet),
+        read without creating or locking anything: what a run plans its work by."""
+        path = Path(path)
+        if not (path / "zarr.json").exists():
+            return np.arange(start, end)
+        group = zarr.open_group(str(path), mode="r")
+        if not group.attrs.get("complete") or "done" not in group:
+            return np.arange(start, end)
+        done = group["done"][start:min(end, group["done"].shape[0])]
+        return np.flatnonzero(~done) + start
 
     def pending(self, start: int, end: int) -> np.ndarray:
         """Indices in [start, end) not yet done."""
@@ -156,9 +171,24 @@ class NefStore:
     steps = property(lambda self: self._vec("steps"))
     metric = property(lambda self: self._vec(self.metric_name))
 
+    def array(self, name: str):
+        """A per-row array by name, as the zarr array (slice it to read numpy: ``store.array("loc")[row]``)."""
+        if name not in self.group:
+            raise FitnefError(f"store {self.path} has no array {name!r} "
+                              f"(arrays: {', '.join(sorted(self.group.array_keys()))})")
+        return self.group[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """Any per-row array by name (``store["psnr"]``, a modality's own ``store["loc"]``), as numpy."""
+        return self.array(name)[:]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.group
+
     @property
-    def psnr(self):
-        return self._vec("psnr")
+    def attrs(self) -> dict:
+        """The store's attributes (config, nef, modality, metric, dataset, shards, versions), read-only."""
+        return dict(self.group.attrs)
 
     def unflatten(self, row) -> dict:
         """One row -> {parameter name: tensor} for ``build_model().load_state_dict``."""
@@ -182,30 +212,30 @@ class NefStore:
         return m
 
     def _modality(self):
-        from tasks.registry import modality_class
+        """The class that wrote (and decodes) this store's rows, imported on first use."""
+        return lookup(self.modality_info["name"], self.modality_info.get("class"))
 
-        return modality_class(self.modality_info["name"])
+    def flat_params(self, rows) -> torch.Tensor:
+        """(n, P) float32 parameters of ``rows``."""
+        rows = np.atleast_1d(np.asarray(rows))
+        return torch.from_numpy(np.asarray(self.params.get_orthogonal_selection((rows, slice(None)))))
 
     def reconstruct(self, rows, device="cpu") -> torch.Tensor:
-        """Decoded signals of ``rows`` on the dataset's grid (images: (n, C, H, W) in [0, 1];
-        shapes: (n, 64, 64, 64) occupancy probabilities on the normalised cube)."""
-        rows = np.atleast_1d(np.asarray(rows))
-        flat = torch.from_numpy(np.asarray(self.params.get_orthogonal_selection((rows, slice(None)))))
-        return self._modality().reconstruct(self, flat, device=device)
+        """Decoded signals of ``rows`` on the dataset's grid, as the store's modality defines them
+        (images: (n, C, H, W) in [0, 1]; shapes: (n, 64, 64, 64) occupancy probabilities)."""
+        return self._modality().reconstruct(self, self.flat_params(rows), device=device)
 
-    def query(self, row: int, points, **kwargs):
-        """Shapes: occupancy probabilities (n,) of row ``row`` at ``points`` (n, 3) in the original frame."""
-        return self._modality_op("query")(self, row, points, **kwargs)
-
-    def extract_mesh(self, row: int, resolution: int = 128, **kwargs):
-        """Shapes: the surface of row ``row`` as a ``trimesh.Trimesh`` in the original frame (marching cubes)."""
-        return self._modality_op("extract_mesh")(self, row, resolution=resolution, **kwargs)
-
-    def _modality_op(self, op: str):
-        fn = getattr(self._modality(), op, None)
-        if fn is None:
-            raise FitnefError(f"store {self.path} holds {self.modality_info['name']} NeFs, which have no {op}()")
-        return fn
+    def __getattr__(self, op: str):
+        """A modality's own row decoders, e.g. ``store.query(row, points)`` and ``store.extract_mesh(row)``
+        for shapes: the names in its ``store_ops``, called as ``op(store, row, ...)``."""
+        if op.startswith("_") or "modality_info" not in self.__dict__:
+            raise AttributeError(op)
+        cls = self._modality()
+        if op not in getattr(cls, "store_ops", ()):
+            raise AttributeError(f"{type(self).__name__} of {self.modality_info['name']} NeFs has no attribute {op!r} "
+                                 f"(its modality's decoders: {', '.join(getattr(cls, 'store_ops', ())) or 'none'})")
+        fn = getattr(cls, op)
+        return lambda *args, **kwargs: fn(self, *args, **kwargs)
 
     def dataset(self, only_done: bool = True) -> "NefDataset":
         return NefDataset(self, only_done)

@@ -65,7 +65,7 @@ def run_fitnef(args, nef, parallel, work: Path, copies: int = 1) -> dict:
             "train_nefs_per_s": round(s["train_nefs_per_s"], 3), "compile_s": round(s["warmup_s"], 3),
             "step_ms": round(1e3 * s["train_s"] / max(1, args.steps * -(-args.n // parallel)), 3),
             "peak_mem_mb": round(s["peak_mem_mb"], 1), "mem_per_nef_kb": round(1024 * s["peak_mem_mb"] / min(parallel, args.n), 2),
-            "psnr_mean": round(s["psnr_mean"], 3), "psnr_std": round(s["psnr_std"], 3), "device": s["device"],
+            "psnr_mean": round(s["metric_mean"], 3), "psnr_std": round(s["metric_std"], 3), "device": s["device"],
             "micro_batch": s["micro_batch"], "setup_s": round(s["setup_s"], 3), "write_s": round(s["write_s"], 3)}
 
 
@@ -75,7 +75,9 @@ def dataset_images(args):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import tasks  # noqa: F401  registers the structured configs
+    from tasks.resolvers import register
+
+    register()  # ${fitnef.sweep_suffix:} in conf/base/task.yaml
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"dataset={args.dataset}",

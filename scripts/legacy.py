@@ -266,6 +266,10 @@ def _meta_init(flag, v):
     return "meta" if _bool(flag, v) == "true" else "default"
 
 
+def _logger_choice(flag, v):
+    return "wandb" if _bool(flag, v) == "true" else "none"
+
+
 def _sgd_only(flag, v):
     if str(v).strip("'\"").lower() != "sgd":
         raise LegacyError(f"--{flag}={v}: fitnef's inner loop is SGD; allowed: sgd")
@@ -282,29 +286,31 @@ TASK_FLAGS = {
     "train.num_steps": Flag("task.train.num_steps", _int),
     "train.num_parallel_nefs": Flag("task.train.num_parallel_nefs", _int),
     "train.masked_portion": Flag("task.train.masked_portion", _float),
-    "train.multi_gpu": Flag("task.train.multi_gpu", _bool),
+    "train.multi_gpu": _ignored("--task.train.multi_gpu is not needed: processes fitting disjoint ranges may "
+                                "always share one store"),
     "train.fixed_init": Flag("task.train.fixed_init", _bool),
     "train.check_every": Flag("task.train.check_every", _int),
-    "train.train_to_target_psnr": Flag("task.train.target_psnr", lambda f, v: _float(f, v, nullable=True)),
+    "train.train_to_target_psnr": Flag("task.train.target", lambda f, v: _float(f, v, nullable=True)),
     "train.verbose": Flag("task.log.progress", _bool),
     "train.from_meta_init": Flag("task.train.init", _meta_init),
     "train.meta_init_epoch": _ignored("--task.train.meta_init_epoch is ignored (fitnef keeps one meta init file)"),
     "log.images": Flag("task.log.images", _int),
     "log.metrics": Flag("task.log.metrics", _int),
     "log.loss": Flag("task.log.loss", _int),
-    "log.use_wandb": Flag("task.log.use_wandb", _bool),
+    "log.use_wandb": Flag("logger", _logger_choice),
     "log.progress": Flag("task.log.progress", _bool),
-    "wandb.entity": Flag("task.wandb.entity", lambda f, v: _str(f, v, nullable=True)),
-    "wandb.project": Flag("task.wandb.project", lambda f, v: _str(f, v, nullable=True)),
-    "wandb.name": Flag("task.wandb.name", lambda f, v: _str(f, v, nullable=True)),
-    "wandb.use": Flag("task.log.use_wandb", _bool),
+    "wandb.entity": Flag("logger.entity", lambda f, v: _str(f, v, nullable=True)),
+    "wandb.project": Flag("logger.project", lambda f, v: _str(f, v, nullable=True)),
+    "wandb.name": Flag("logger.run_name", lambda f, v: _str(f, v, nullable=True)),
+    "wandb.use": Flag("logger", _logger_choice),
     "dataset.name": Flag("dataset", None),  # a group choice, handled in translate()
     "dataset.path": Flag("dataset.path", _str),
     "dataset.out_channels": Flag("dataset.out_channels", lambda f, v: _int(f, v, nullable=True)),
     # shape task (config/shape.py)
     "train.num_points": Flag("task.train.num_points", _int_list, tasks=("shape",)),
-    "train.train_to_target_iou": Flag("task.train.target_iou", _auto, tasks=("shape",)),
-    "log.meshes": Flag("task.log.meshes", _int, tasks=("shape",)),
+    "train.train_to_target_iou": Flag("task.train.target", _auto, tasks=("shape",)),
+    "log.meshes": _ignored("--task.log.meshes is ignored: fitnef logs no meshes during a fit "
+                           "(python -m tasks.inspect extracts them)", tasks=("shape",)),
     # tune mode
     "job_id": Flag("task.job_id", _int, modes=("tune",)),
     "store_models": Flag("task.store_models", _bool, modes=("tune",)),
@@ -542,7 +548,13 @@ def translate(argv: list, default_task: str = "image") -> Translation:
     if data_choice is not None:
         overrides.append(f"dataset={data_choice}")
     merged = {**values, **nef_params}
-    order = ("task.seeds", "task.nef_dir", "task.train.", "task.log.", "task.wandb.", "task.",
+    if merged.get("logger") != "wandb":   # wandb's settings mean nothing without wandb
+        dropped = sorted(k for k in merged if k.startswith("logger."))
+        for k in dropped:
+            del merged[k]
+        if dropped:
+            notes.append(f"{', '.join(dropped)}: ignored without --task.log.use_wandb=True")
+    order = ("logger", "task.seeds", "task.nef_dir", "task.train.", "task.log.", "task.",
              "dataset.", "nef.", "optimizer.", "scheduler.", "meta.", "hydra.")
     rank = {k: next(i for i, p in enumerate(order) if k.startswith(p)) for k in merged}
     overrides += [f"{k}={merged[k]}" for k in sorted(merged, key=rank.__getitem__)]  # stable

@@ -33,8 +33,10 @@ def main(argv=None):
     import torch
     from hydra import compose, initialize_config_dir
 
-    import tasks  # noqa: F401  structured configs
     from tasks.fitting import fit
+    from tasks.resolvers import register
+
+    register()  # ${fitnef.sweep_suffix:} in conf/base/task.yaml
 
     copies = -(-args.parallel // 1797)
     seeds = "[" + ",".join(map(str, range(copies))) + "]"
@@ -57,7 +59,7 @@ def main(argv=None):
                     s, table = fit(cfg), None
             ms = 1e3 * s.train_s / args.steps
             print(f"{nef:8s} {variant:16s} {ms:8.3f} {args.parallel * args.steps / s.train_s:12.0f} "
-                  f"{s.warmup_s:9.1f} {s.psnr_mean:6.2f}   ({time.perf_counter() - t:.1f}s)", flush=True)
+                  f"{s.warmup_s:9.1f} {s.metric_mean:6.2f}   ({time.perf_counter() - t:.1f}s)", flush=True)
             if table:
                 print(table, flush=True)
 

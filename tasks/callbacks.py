@@ -50,17 +50,26 @@ def split_overrides(jobs: list) -> tuple:
     return [o for o in first if o in common], {j["job"]: [o for o in j["overrides"] if o not in common] for j in jobs}
 
 
+def _metric_heading(jobs: list) -> str:
+    """The jobs' metric and unit, e.g. ``psnr (dB)``, from their summaries."""
+    names = set()
+    for j in jobs:
+        s = j["summary"] or {}
+        if s.get("metric"):
+            names.add(s["metric"] + (f" ({s['unit']})" if s.get("unit") else ""))
+    return " / ".join(sorted(names)) or "metric"
+
+
 def table(jobs: list, extra: str = None) -> str:
     """Markdown table of sweep jobs (the overrides that vary per job, then the ones all share);
     ``extra``: a summary key shown as its own column (tune's objective)."""
     common, varying = split_overrides(jobs)
-    head = ["job", "overrides", "NeFs", "psnr (dB)", "NeFs/s", "store"] + ([extra] if extra else [])
+    head = ["job", "overrides", "NeFs", _metric_heading(jobs), "NeFs/s", "store"] + ([extra] if extra else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for j in jobs:
         s = j["summary"] or {}
-        metric = s.get("metric", "psnr")
-        score = (f"{s['psnr_mean']:.2f} ± {s['psnr_std']:.2f}" + ("" if metric == "psnr" else f" ({metric})")
-                 if s.get("psnr_mean") is not None else "failed / no summary")
+        score = (f"{s['metric_mean']:.2f} ± {s['metric_std']:.2f}"
+                 if s.get("metric_mean") is not None else "failed / no summary")
         row = [j["job"], " ".join(varying[j["job"]]) or "(defaults)", str(s.get("fitted", "-")), score,
                _fmt(s.get("nefs_per_s"), ".1f"), str(s.get("store", "-"))]
         if extra:

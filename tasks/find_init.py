@@ -16,7 +16,10 @@ from nefs.keyed import key
 from nefs.meta import MetaConfig, MetaLearner, save_init
 from nefs.stack import init_stacked
 
+from .resolvers import register as register_resolvers
+
 log = logging.getLogger(__name__)
+register_resolvers()
 
 
 def split(m: int, fraction: float):
@@ -29,7 +32,7 @@ def split(m: int, fraction: float):
 def run(cfg: DictConfig) -> dict:
     from tqdm.auto import tqdm
 
-    from .fitting import build_nef, load_modality, resolve_device
+    from .plan import build_nef, load_modality, resolve_device
 
     device = resolve_device(cfg.device)
     modality, _ = load_modality(cfg)

@@ -6,7 +6,10 @@ from omegaconf import DictConfig
 
 from nefs.errors import reported_as_one_line
 
+from .resolvers import register as register_resolvers
+
 log = logging.getLogger(__name__)
+register_resolvers()
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -17,7 +20,7 @@ def main(cfg: DictConfig) -> float:
         summary = fit(cfg)
     _write_summary(summary)
     print(summary.line())
-    return summary.psnr_mean
+    return summary.metric_mean
 
 
 def _write_summary(summary) -> None:

@@ -20,12 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def make_logger(cfg: DictConfig, modality, template: torch.nn.Module) -> Optional["WandbLogger"]:
-    """The logger the config asks for, or None. ``task.log.use_wandb=true`` (fit-a-nef's flag) also
-    turns wandb on, with ``task.wandb`` naming the project."""
+    """The logger the config asks for (``logger=...``), or None."""
     lg = cfg.get("logger") or {}
     name = lg.get("name", "none") if isinstance(lg, (dict, DictConfig)) else str(lg)
-    legacy = bool(OmegaConf.select(cfg, "task.log.use_wandb", default=False))
-    if name in (None, "none") and not legacy:
+    if name in (None, "none"):
         return None
     if name not in ("none", "wandb", None):
         raise FitnefError(f"logger={name!r}: available loggers are none, wandb")
@@ -52,7 +50,6 @@ class WandbLogger:
         self.wandb = wandb
         lg = cfg.get("logger") or {}
         lg = lg if isinstance(lg, (dict, DictConfig)) else {}
-        task_wandb = OmegaConf.select(cfg, "task.wandb", default={}) or {}
         log_cfg = OmegaConf.select(cfg, "task.log", default={}) or {}
         self.every_loss = max(int(log_cfg.get("loss", 10) or 0), 0)
         self.every_metric = max(int(log_cfg.get("metrics", 10) or 0), 0)
@@ -63,14 +60,12 @@ class WandbLogger:
         out = Path(lg.get("dir") or _run_dir())
         out.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
-            project=lg.get("project") or task_wandb.get("project") or "fitnef",
-            entity=lg.get("entity") or task_wandb.get("entity"),
-            name=lg.get("run_name") or task_wandb.get("name"),
+            project=lg.get("project") or "fitnef", entity=lg.get("entity"), name=lg.get("run_name"),
             mode=lg.get("mode") or None,   # None: WANDB_MODE, else online
             dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous")
         self.run.define_metric("global_step")
         self.run.define_metric("train/*", step_metric="global_step")
-        self.metric_name = getattr(modality, "metric_name", "metric")
+        self.metric_name = modality.metric.name
         self._base, self._last, self._chunk = 0, 0, 0
         self.fitted = 0
 
@@ -86,24 +81,13 @@ class WandbLogger:
         if self.every_metric and step % self.every_metric == 0:
             record[f"train/{self.metric_name}"] = float(problem.metric(self.forward, params).float().mean())
         if self.every_images and self.num_images and step % self.every_images == 0:
-            panel = self._panel(params, problem)
+            panel = self.modality.log_panel(self.forward, params, problem, self.num_images)
             if panel is not None:
                 record["train/reconstructions"] = self.wandb.Image(
                     panel, caption=f"chunk {self._chunk} step {step}: ground truth (top), reconstruction (bottom)")
         if record:
             record.update({"global_step": self._base + step, "train/step": step, "train/chunk": self._chunk})
             self.run.log(record)
-
-    def _panel(self, params: dict, problem) -> Optional[np.ndarray]:
-        """Images only: ground truth over reconstruction for the chunk's first NeFs, uint8 (H', W', C)."""
-        if getattr(self.modality, "name", None) != "image" or getattr(problem, "gt01", None) is None:
-            return None
-        k = min(self.num_images, problem.gt01.shape[0])
-        h, w, c = self.modality.height, self.modality.width, self.modality.channels
-        with torch.no_grad():
-            pred = self.forward({n: v[:k] for n, v in params.items()}, problem.coords)
-            rec = (pred * problem.std + problem.mean).clamp(0, 1)
-        return image_strip(problem.gt01[:k].reshape(k, h, w, c), rec.reshape(k, h, w, c))
 
     # -- called by the fitting loop ------------------------------------------------------------
     def rows(self, rows: np.ndarray, metric: np.ndarray) -> None:

@@ -1,8 +1,8 @@
-"""OmegaConf resolvers used by the configs (registered when ``tasks`` is imported).
+"""OmegaConf resolvers used by the configs (each entry point registers them before Hydra composes).
 
 ``${fitnef.sweep_suffix:}``: "" in a single run; in a multirun, "@" + the job's own overrides as
 ``key:value`` joined by "+" (e.g. ``SIREN@nef:siren+scheduler.value:1e-3``), leaving out run-only
-keys (``hydra.job.config.override_dirname.exclude_keys`` in conf/config.yaml, e.g. task.shard). So
+keys (tasks/identity.py ``RUN_ONLY_KEYS``, e.g. task.shard). So
 the default ``task.nef_dir`` of every sweep job is its own store, while the shards of one fit share
 one. The name is a valid unquoted Hydra value: ``task.nef_dir=<that path>`` can be typed as is.
 """
@@ -28,11 +28,12 @@ def sweep_suffix() -> str:
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         return ""
-    exclude = set(hc.job.config.override_dirname.exclude_keys or ())
+    from .identity import is_run_only
+
     items = []
     for ov in OverridesParser.create().parse_overrides(list(hc.overrides.task)):
         key = ov.get_key_element()
-        if key.lstrip("+~") in exclude or ov.is_delete():
+        if is_run_only(key) or ov.is_delete():
             continue
         items.append(f"{_clean(key.lstrip('+~'))}:{_clean(ov.get_value_element_as_str())}")
     return "@" + "+".join(sorted(items)) if items else ""
@@ -41,6 +42,3 @@ def sweep_suffix() -> str:
 def register() -> None:
     if not OmegaConf.has_resolver("fitnef.sweep_suffix"):
         OmegaConf.register_new_resolver("fitnef.sweep_suffix", sweep_suffix)
-
-
-register()

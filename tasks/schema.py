@@ -1,98 +1,75 @@
-"""Structured configs: types for the task group, so a bad override fails early with Hydra's
-readable message (e.g. "Value 'abc' of type 'str' could not be converted to Integer").
+"""Types of the ``task`` config: what every task shares (this module) and what a modality adds (its
+own subclasses, named by the modality's ``task_schema``).
 
-What every modality shares lives in the base classes; each task adds its own keys and defaults.
+Defaults live in the YAML alone (conf/base/task.yaml, conf/task/<name>.yaml); these dataclasses only
+say what each key is, so ``check_task`` can turn a bad type or an unknown key into one line before
+anything is written (e.g. "task.train.num_steps: Value 'abc' of type 'str' could not be converted to
+Integer"; "task.train.num_step: no such key; did you mean task.train.num_steps?").
 """
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, List, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from nefs.errors import FitnefError
 
 
 @dataclass
 class TrainConfig:
-    start_idx: int = 0
-    end_idx: Optional[int] = None
-    num_parallel_nefs: Any = "auto"     # int, or auto (probe the device)
-    num_steps: int = 500
-    fixed_init: bool = True
-    check_every: int = 10
-    multi_gpu: bool = False
-    compile: Any = "auto"             # true, false, or auto (when the run repays compiling)
-    micro_batch: Optional[str] = "auto"
-    continuous: bool = True
-    init: str = "default"              # default | meta (a learned init, see tasks/find_init.py)
-    meta_init_path: Optional[str] = None
-
-
-@dataclass
-class ImageTrainConfig(TrainConfig):
-    masked_portion: float = 1.0
-    target_psnr: Optional[float] = None
-
-
-@dataclass
-class ShapeTrainConfig(TrainConfig):
-    num_parallel_nefs: Any = 64
-    num_steps: int = 1000
-    fixed_init: bool = False
-    num_points: Any = 2048          # per class per step: an integer, or [inside, outside]
-    target_iou: Optional[float] = None
+    start_idx: int = MISSING
+    end_idx: Optional[int] = MISSING
+    num_parallel_nefs: Any = MISSING    # int, or auto (probe the device)
+    num_steps: int = MISSING
+    fixed_init: bool = MISSING
+    target: Optional[float] = MISSING   # early stop on the task's metric
+    check_every: int = MISSING
+    compile: Any = MISSING              # true, false, or auto (when the run repays compiling)
+    micro_batch: Any = MISSING          # auto, null or an int
+    continuous: bool = MISSING
+    init: str = MISSING                 # default | meta
+    meta_init_path: Optional[str] = MISSING
 
 
 @dataclass
 class LogConfig:
-    progress: bool = True
-    loss: int = 10
-    metrics: int = 10
-    use_wandb: bool = False
-
-
-@dataclass
-class ImageLogConfig(LogConfig):
-    images: int = 500
-
-
-@dataclass
-class ShapeLogConfig(LogConfig):
-    meshes: int = 2500
-
-
-@dataclass
-class WandbConfig:
-    entity: Optional[str] = None
-    project: str = "fitnef"
-    name: Optional[str] = None
+    progress: bool = MISSING
+    loss: int = MISSING
+    metrics: int = MISSING
 
 
 @dataclass
 class TaskConfig:
     name: str = MISSING
-    seeds: List[int] = field(default_factory=lambda: [0])
+    modality: str = MISSING             # module:Class of the modality (nefs.modality.Modality)
+    seeds: List[int] = MISSING
     nef_dir: str = MISSING
-    shard: Optional[int] = None     # this process's part of [start_idx, end_idx) (tasks/runs.py)
-    num_shards: int = 1
-    wandb: WandbConfig = field(default_factory=WandbConfig)
+    shard: Optional[int] = MISSING
+    num_shards: int = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
-@dataclass
-class ImageTaskConfig(TaskConfig):
-    name: str = "image"
-    train: ImageTrainConfig = field(default_factory=ImageTrainConfig)
-    log: ImageLogConfig = field(default_factory=ImageLogConfig)
+def _keys(schema, path: str) -> list:
+    """Every dotted key a schema allows (for did-you-mean)."""
+    out = []
+    for f in fields(schema):
+        t = f.type if is_dataclass(f.type) else None
+        out += _keys(t, f"{path}.{f.name}") if t is not None else [f"{path}.{f.name}"]
+    return out
 
 
-@dataclass
-class ShapeTaskConfig(TaskConfig):
-    name: str = "shape"
-    train: ShapeTrainConfig = field(default_factory=ShapeTrainConfig)
-    log: ShapeLogConfig = field(default_factory=ShapeLogConfig)
-
-
-def register() -> None:
-    ConfigStore.instance().store(group="task", name="image_schema", node=ImageTaskConfig)
-    ConfigStore.instance().store(group="task", name="shape_schema", node=ShapeTaskConfig)
-
-
-register()
+def check_task(cfg: DictConfig, schema) -> None:
+    """Refuse a task config that does not fit ``schema`` (a TaskConfig subclass) with one line."""
+    try:
+        values = OmegaConf.to_container(cfg.task, resolve=True)
+        OmegaConf.merge(OmegaConf.structured(schema), values)
+    except ConfigKeyError as e:
+        key = f"task.{e.full_key}" if getattr(e, "full_key", None) else "task"
+        close = difflib.get_close_matches(key, _keys(schema, "task"), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise FitnefError(f"{key}: no such key for task={cfg.task.get('name')}{hint}") from None
+    except ValidationError as e:
+        key = f"task.{e.full_key}" if getattr(e, "full_key", None) else "task"
+        raise FitnefError(f"{key}: {str(e).splitlines()[0]}") from None

@@ -13,7 +13,10 @@ from omegaconf import DictConfig
 
 from nefs.errors import FitnefError, reported_as_one_line
 
+from .resolvers import register as register_resolvers
 from .runs import shard_bounds
+
+register_resolvers()
 
 
 def _stat(values: np.ndarray) -> str:
@@ -28,7 +31,7 @@ def status(path, num_shards=None) -> dict:
     metric = store.metric
     name = store.metric_name
     total = len(done)
-    rec = dict(store.group.attrs.get("shards") or {})
+    rec = dict(store.attrs.get("shards") or {})
     if num_shards is not None:
         n = int(num_shards)
         if n < 1:
@@ -43,6 +46,7 @@ def status(path, num_shards=None) -> dict:
                            f"{name}_mean": float(metric[lo:hi][d].mean()) if d.any() else None})
     m = metric[done]
     return {"store": str(store.path), "done": int(done.sum()), "total": total, "metric": name,
+            "unit": store.metric_info.unit,
             f"{name}_mean": float(m.mean()) if len(m) else None, f"{name}_std": float(m.std()) if len(m) else None,
             "shards": shards, "_values": m, "_done": done, "_metric": metric}
 
@@ -50,7 +54,7 @@ def status(path, num_shards=None) -> dict:
 def report(st: dict) -> str:
     name = st["metric"]
     pct = 100.0 * st["done"] / st["total"] if st["total"] else 0.0
-    unit = " dB" if name == "psnr" else ""
+    unit = f" {st['unit']}" if st.get("unit") else ""
     lines = [f"store {st['store']}: {st['done']}/{st['total']} done ({pct:.1f}%), "
              f"{name} {_stat(st['_values'])}{unit}"]
     if st["shards"]:

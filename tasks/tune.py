@@ -4,8 +4,8 @@ Hydra's Optuna sweeper (hydra-optuna-sweeper) draws each trial's overrides from 
 ``conf/hparams_search/<name>.yaml``; a trial fits ``tune.num_nefs`` NeFs of the dataset into a temporary
 store that is deleted afterwards, and returns the objective:
 
-- ``psnr``: mean PSNR (the store's metric) of the trial's NeFs;
-- ``nefs_per_s``: NeFs that reach ``task.train.target_psnr``, per second of fitting.
+- ``metric``: the mean of the store's metric (PSNR for images, IoU for shapes) over the trial's NeFs;
+- ``nefs_per_s``: NeFs that reach ``task.train.target``, per second of fitting.
 
 At the end (tasks/callbacks.py: TuneSummary) a table of trials is printed, and the best trial as a
 ``python -m tasks.fit ...`` command, saved in the sweep dir as ``best_command.sh`` and ``best.json``.
@@ -22,13 +22,17 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+import torch
 from omegaconf import DictConfig, open_dict
 
 from nefs.errors import FitnefError, reported_as_one_line
 
-log = logging.getLogger(__name__)
+from .resolvers import register as register_resolvers
 
-OBJECTIVES = ("psnr", "nefs_per_s")
+log = logging.getLogger(__name__)
+register_resolvers()
+
+OBJECTIVES = ("metric", "nefs_per_s")
 
 
 def trial(cfg: DictConfig) -> tuple:
@@ -45,9 +49,9 @@ def trial(cfg: DictConfig) -> tuple:
     start = int(tune.start_idx)
     if n < 1:
         raise FitnefError(f"tune.num_nefs={n}: must be >= 1")
-    if objective == "nefs_per_s" and cfg.task.train.get("target_psnr") is None:
-        raise FitnefError("tune.objective=nefs_per_s counts NeFs reaching task.train.target_psnr; set it, "
-                          "e.g. task.train.target_psnr=30")
+    if objective == "nefs_per_s" and cfg.task.train.get("target") is None:
+        raise FitnefError("tune.objective=nefs_per_s counts NeFs reaching task.train.target; set it, "
+                          "e.g. task.train.target=30")
     tmp = Path(tempfile.mkdtemp(prefix="fitnef-tune-"))
     try:
         run_cfg = cfg.copy()
@@ -60,11 +64,11 @@ def trial(cfg: DictConfig) -> tuple:
         summary = fit(run_cfg)
         store = open_store(tmp / "store")
         metric = store.metric[start:start + n]
-        if objective == "psnr":
+        if objective == "metric":
             value = float(np.mean(metric))
         else:
-            target = float(cfg.task.train.target_psnr)
-            value = float(np.sum(metric >= target)) / summary.wall_s if summary.wall_s else 0.0
+            reached = store.metric_info.reached(torch.as_tensor(metric), float(cfg.task.train.target))
+            value = float(reached.sum()) / summary.wall_s if summary.wall_s else 0.0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if not math.isfinite(value):

@@ -10,6 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+from tasks.resolvers import register as _register_resolvers  # noqa: E402  what the entry points do first
+
+_register_resolvers()
+
 
 @pytest.fixture
 def compose(tmp_path):

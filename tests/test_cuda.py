@@ -30,8 +30,8 @@ def test_cuda_fits_the_same_nefs_as_cpu(compose, tmp_path, compiled):
     assert s_gpu.done[:96].all()
     # float32 on two devices: rounding differs, the fit must not
     assert np.abs(p_cpu[:96] - p_gpu[:96]).max() < 2e-2
-    assert np.abs(s_cpu.psnr[:96] - s_gpu.psnr[:96]).max() < 0.1
-    assert gpu.psnr_mean == pytest.approx(cpu.psnr_mean, abs=0.02)
+    assert np.abs(s_cpu["psnr"][:96] - s_gpu["psnr"][:96]).max() < 0.1
+    assert gpu.metric_mean == pytest.approx(cpu.metric_mean, abs=0.02)
 
 
 def test_auto_chunk_probe_on_cuda(compose, tmp_path):
@@ -42,7 +42,7 @@ def test_auto_chunk_probe_on_cuda(compose, tmp_path):
 
 
 def test_continuous_batching_on_cuda_matches_fixed_chunks(compose, tmp_path):
-    target = ["task.train.target_psnr=22", "task.train.num_steps=400", "scheduler.value=2e-3",
+    target = ["task.train.target=22", "task.train.num_steps=400", "scheduler.value=2e-3",
               "task.train.end_idx=64", "device=cuda", "task.train.compile=false"]
     fit(compose(*target, "task.train.continuous=true", "task.train.num_parallel_nefs=16", nef_dir=tmp_path / "s"))
     fit(compose(*target, "task.train.continuous=false", "task.train.num_parallel_nefs=64", nef_dir=tmp_path / "c"))

@@ -32,7 +32,7 @@ def test_default_job_fits_digits_into_a_store(compose, tmp_path):
     assert s.done[:20].all() and not s.done[20:].any()
     assert s.config["nef"]["hidden_dim"] == 8 and s.config["task"]["train"]["num_steps"] == 30
     assert "num_parallel_nefs" not in s.config["task"]["train"]      # run-only keys are not identity
-    assert s.psnr[:20].mean() == pytest.approx(summary.psnr_mean, abs=1e-4)
+    assert s["psnr"][:20].mean() == pytest.approx(summary.metric_mean, abs=1e-4)
     assert s.steps[:20].tolist() == [30] * 20
     assert "torch" in dict(s.group.attrs["versions"])
 
@@ -68,7 +68,7 @@ def test_reconstruct_reproduces_stored_psnr(compose, tmp_path):
     gt = torch.from_numpy(Digits(name="digits", resolution=16).load().images[:6]).permute(0, 3, 1, 2).float() / 255
     rec = s.reconstruct(np.arange(6))
     assert rec.shape == (6, 1, 16, 16)
-    assert np.allclose(psnr(rec, gt).numpy(), s.psnr[:6], atol=1e-3)
+    assert np.allclose(psnr(rec, gt).numpy(), s["psnr"][:6], atol=1e-3)
 
 
 def test_rerun_resumes_and_changed_config_is_refused(compose, tmp_path):
@@ -148,7 +148,7 @@ def test_missing_dataset_names_the_path(tmp_path):
 
 
 def test_compile_auto_compiles_only_runs_that_repay_it(compose, tmp_path):
-    from tasks.fitting import COMPILE_PAYS_AFTER, resolve_compile
+    from tasks.plan import COMPILE_PAYS_AFTER, resolve_compile
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_compile(True, cpu, 1) is True and resolve_compile(False, cpu, 10**12) is False

@@ -125,7 +125,7 @@ def test_forward_is_the_textbook_function(cls):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "nef").glob("*.yaml")))
 def test_every_nef_config_builds(compose, name):
-    from tasks.fitting import build_nef
+    from tasks.plan import build_nef
 
     cfg = compose(f"nef={name}")
     model = build_nef(cfg.nef, 2, 1)

@@ -114,7 +114,7 @@ def test_task_shape_defaults_to_primitives_and_fits_end_to_end(tmp_path):
 
 def test_early_stop_with_slot_refill_does_not_depend_on_the_chunk(compose, tmp_path):
     common = ["task=shape", *SMALL, "dataset.per_class=1", "task.train.compile=false", "task.train.num_points=64",
-              "task.train.num_steps=40", "task.train.target_iou=0.6", "task.train.check_every=5",
+              "task.train.num_steps=40", "task.train.target=0.6", "task.train.check_every=5",
               "scheduler.value=3e-3", "nef.hidden_dim=16"]
     got = []
     for n in (2, 6):  # 2 slots: finished NeFs' slots are refilled (continuous batching)
@@ -204,7 +204,7 @@ def test_query_and_extract_mesh_answer_in_the_original_frame(compose, tmp_path):
 
 
 def test_image_path_does_not_import_the_shape_dependencies():
-    code = ("import sys, tasks.fitting, tasks.registry, nefs.store; tasks.registry.modality_class('shape'); "
+    code = ("import sys, tasks.fitting, nefs.store, nefs.modality; nefs.modality.load('tasks.shape.modality:ShapeModality'); "
             "bad = [m for m in ('trimesh', 'igl', 'skimage') if m in sys.modules]; assert not bad, bad")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-1000:]
@@ -212,7 +212,7 @@ def test_image_path_does_not_import_the_shape_dependencies():
 
 def test_image_stores_have_no_query(compose, tmp_path):
     fit(compose("task.train.num_steps=2", "task.train.compile=false", "task.train.end_idx=2", "dataset.resolution=8"))
-    with pytest.raises(FitnefError, match="image NeFs, which have no query"):
+    with pytest.raises(AttributeError, match="image NeFs has no attribute .query"):
         open_store(tmp_path / "store").query(0, np.zeros((1, 3)))
 
 

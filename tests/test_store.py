@@ -5,6 +5,7 @@ import zarr
 
 from nefs import SIREN, open_store
 from nefs.errors import FitnefError
+from nefs.modality import Metric
 from nefs.stack import ParamLayout
 from nefs.store import NefStore, diff_keys
 
@@ -15,7 +16,8 @@ def _make(path, identity=None, rows=10, chunk=4):
         path, identity=identity or {"nef": {"hidden_dim": 8}, "task": {"seeds": [0]}}, num_rows=rows,
         layout=layout, rows={"labels": np.arange(rows) % 3, "signal_idx": np.arange(rows), "seed": np.zeros(rows)},
         chunk_rows=chunk, modality={"name": "image", "shape": [4, 4, 1], "mean": [0.5], "std": [0.2]},
-        nef={"_target_": "nefs.SIREN", "name": "SIREN", "hidden_dim": 8, "num_layers": 3, "omega_0": 8.0})
+        nef={"_target_": "nefs.SIREN", "name": "SIREN", "hidden_dim": 8, "num_layers": 3, "omega_0": 8.0},
+        metric=Metric("psnr", "dB"))
 
 
 def test_store_is_a_plain_zarr_group(tmp_path):

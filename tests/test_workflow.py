@@ -139,7 +139,7 @@ def test_inspect_metrics_match_the_store_and_pngs_show_the_images(compose, tmp_p
     metrics = json.loads((out / "metrics.json").read_text())
     store = open_store(tmp_path / "siren")
     assert metrics["num_rows"] == 10
-    assert metrics["psnr"]["mean"] == pytest.approx(float(store.psnr[store.done].mean()), abs=1e-3)
+    assert metrics["psnr"]["mean"] == pytest.approx(float(store["psnr"][store.done].mean()), abs=1e-3)
     for k in ("psnr", "mse", "mae", "ssim"):
         assert set(metrics[k]) == {"mean", "std", "min", "max"} and np.isfinite(metrics[k]["mean"])
     assert 0 < metrics["ssim"]["mean"] <= 1

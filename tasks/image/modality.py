@@ -10,6 +10,9 @@ import torch
 
 from nefs.errors import FitnefError
 from nefs.keyed import keyed_subset
+from nefs.modality import Metric, register
+
+from .schema import ImageTaskConfig
 
 
 def make_grid(height: int, width: int, device=None) -> torch.Tensor:
@@ -26,9 +29,13 @@ def psnr(pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
     return -10.0 * torch.log10(mse.clamp_min(1e-10))
 
 
+@register
 class ImageModality:
+    """Images (M, H, W, C): one NeF per image (nefs.modality.Modality)."""
+
     name = "image"
-    metric_name = "psnr"
+    metric = Metric("psnr", "dB", higher_is_better=True)
+    task_schema = ImageTaskConfig
     in_features = 2
 
     def __init__(self, images: np.ndarray, mean=None, std=None):
@@ -48,11 +55,6 @@ class ImageModality:
             raise FitnefError(f"task.train.masked_portion={task_cfg.train.masked_portion}: must be in (0, 1]")
         return cls(data.images)
 
-    @staticmethod
-    def stop_target(train_cfg):
-        """Early-stop threshold on the metric (None: train all steps)."""
-        return train_cfg.target_psnr
-
     @property
     def out_features(self) -> int:
         return self.channels
@@ -62,8 +64,11 @@ class ImageModality:
 
     def attrs(self) -> dict:
         """What a store needs to decode its NeFs without the dataset."""
-        return {"name": self.name, "shape": [self.height, self.width, self.channels],
+        return {"shape": [self.height, self.width, self.channels],
                 "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def row_arrays(self) -> dict:
+        return {}
 
     def targets01(self, signal_idx: np.ndarray, device=None) -> torch.Tensor:
         """(n, H*W, C) ground truth on [0, 1]."""
@@ -95,6 +100,23 @@ class ImageModality:
             pred = stacked_forward(template)(params, make_grid(h, w, device))
         img = (pred * std + mean).clamp(0, 1)
         return img.reshape(-1, h, w, c).permute(0, 3, 1, 2).contiguous()
+
+    @classmethod
+    def inspect(cls, cfg, store, out, data_path=None, device="cpu") -> dict:
+        from .inspect import run
+
+        return run(cfg, out, store, data_path, device)
+
+    def log_panel(self, forward, params, problem, k: int):
+        """Ground truth over reconstruction for the chunk's first ``k`` NeFs, uint8 (H', W'[, C])."""
+        from tasks.loggers import image_strip
+
+        k = min(k, problem.gt01.shape[0])
+        h, w, c = self.height, self.width, self.channels
+        with torch.no_grad():
+            pred = forward({n: v[:k] for n, v in params.items()}, problem.coords)
+            rec = (pred * problem.std + problem.mean).clamp(0, 1)
+        return image_strip(problem.gt01[:k].reshape(k, h, w, c), rec.reshape(k, h, w, c))
 
 
 class ImageProblem:

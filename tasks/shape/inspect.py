@@ -1,4 +1,4 @@
-"""``python -m tasks.inspect`` for shape stores (tasks.inspect dispatches here on the store's modality).
+"""``python -m tasks.inspect`` for shape stores (the shape modality's ``inspect``).
 
 Writes into the run dir:
 
@@ -47,7 +47,7 @@ def load_shapes(store, data_path: Optional[str] = None):
 
 
 def _frame(store, row: int) -> tuple:
-    return np.asarray(store.group["loc"][int(row)], np.float64), float(store.group["scale"][int(row)])
+    return np.asarray(store.array("loc")[int(row)], np.float64), float(store.array("scale")[int(row)])
 
 
 def fresh_iou(store, row: int, points_norm: np.ndarray, occ: np.ndarray, device="cpu") -> float:
@@ -175,7 +175,7 @@ def run(cfg, out: Path, store, data_path: Optional[str] = None, device="cpu") ->
             log.warning("NeF %d has no surface at resolution %d", r, resolution)
 
     iou = np.asarray(per["iou"])
-    report = {"modality": "shape", "store": str(store.path), "nef": store.group.attrs["nef"].get("name"),
+    report = {"modality": "shape", "store": str(store.path), "nef": store.attrs["nef"].get("name"),
               "params_per_nef": int(store.layout.size), "num_rows": int(len(rows)),
               "done": int(store.done.sum()), "total": int(len(store)),
               "iou": stats(iou), "store_iou": stats(per["store_iou"]),

@@ -15,8 +15,10 @@ import torch.nn.functional as F
 
 from nefs.errors import FitnefError
 from nefs.keyed import keyed_uniform
+from nefs.modality import Metric, register
 
 from .meshes import BOX, require
+from .schema import ShapeTaskConfig
 
 EVAL_POINTS = 1 << 20  # points (summed over NeFs) evaluated at once for metrics and queries
 
@@ -45,9 +47,14 @@ def iou(logits: torch.Tensor, occ: torch.Tensor, valid: torch.Tensor) -> tuple:
     return (pred & gt).sum(dim=1), (pred | gt).sum(dim=1)
 
 
+@register
 class ShapeModality:
+    """Shapes as occupancy fields: one NeF per shape (nefs.modality.Modality)."""
+
     name = "shape"
-    metric_name = "iou"
+    metric = Metric("iou", "", higher_is_better=True)
+    task_schema = ShapeTaskConfig
+    store_ops = ("query", "extract_mesh")   # store.query(row, points), store.extract_mesh(row)
     in_features = 3
     out_features = 1
 
@@ -62,15 +69,11 @@ class ShapeModality:
         num_points = (2048, 2048) if task_cfg is None else task_cfg.train.num_points
         return cls(data, num_points)
 
-    @staticmethod
-    def stop_target(train_cfg):
-        return train_cfg.target_iou
-
     def __len__(self) -> int:
         return len(self.data)
 
     def attrs(self) -> dict:
-        return {"name": self.name, "box": BOX, "row_arrays": ["loc", "scale"],
+        return {"box": BOX, "row_arrays": ["loc", "scale"],
                 "frame": "original = normalised * scale + loc"}
 
     def row_arrays(self) -> dict:
@@ -83,6 +86,19 @@ class ShapeModality:
         return ShapeProblem.of(signals, torch.as_tensor(np.asarray(seeds), device=device),
                                torch.as_tensor(np.asarray(nef_idx), device=device), num_points,
                                self.data.max_points or None, device)
+
+    @classmethod
+    def inspect(cls, cfg, store, out, data_path=None, device="cpu") -> dict:
+        from .inspect import run, summary_lines
+
+        if cfg.get("compare"):
+            raise FitnefError("compare= is for image stores; inspect shape stores one at a time")
+        report = run(cfg, out, store, data_path, device)
+        report["lines"] = summary_lines(report, out)
+        return report
+
+    def log_panel(self, forward, params, problem, k: int):
+        return None   # no cheap picture of a chunk of occupancy fields
 
     # -- decoding a store's rows (store.reconstruct / query / extract_mesh delegate here) --------
     @staticmethod
@@ -109,9 +125,9 @@ class ShapeModality:
 
     @staticmethod
     def _frame(store, row: int) -> tuple:
-        if "loc" not in store.group or "scale" not in store.group:
+        if "loc" not in store or "scale" not in store:
             raise FitnefError(f"store {store.path} has no per-row loc/scale arrays (not a shape store?)")
-        return np.asarray(store.group["loc"][int(row)], np.float64), float(store.group["scale"][int(row)])
+        return np.asarray(store.array("loc")[int(row)], np.float64), float(store.array("scale")[int(row)])
 
     @staticmethod
     def _logits(model, points: torch.Tensor) -> torch.Tensor:
