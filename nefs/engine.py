@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad_and_value
 
+from .fused import fused_grad_fn
 from .slot_optim import slot_optimizer
 from .stack import Params, stacked_forward
 
@@ -35,6 +36,7 @@ class Problem(Protocol):
     """What a modality gives the engine for a chunk (see tasks/image/modality.py)."""
 
     per_nef_fields: tuple   # attribute names of tensors with one row per NeF
+    # optional ``fused_loss``: "mse" | "bce_logits", the loss's name for the fused step (nefs/fused)
 
     def train_batch(self, step):
         """(coords, targets, batched) for a step (int, or (N,) per-NeF steps): coords (P, D) shared,
@@ -82,7 +84,7 @@ class ChunkFitter:
 
     def __init__(self, template: torch.nn.Module, optimizer: Callable, schedule: Callable[[int], float],
                  num_steps: int, check_every: int = 10, target: Optional[float] = None, compile: bool = True,
-                 micro_batch: Optional[int] = None, on_step: Optional[Callable] = None):
+                 micro_batch: Optional[int] = None, on_step: Optional[Callable] = None, kernel: str = "torch"):
         self.template = template
         self.optimizer = optimizer
         self.schedule = schedule
@@ -91,6 +93,7 @@ class ChunkFitter:
         self.target = target
         self.compile = compile
         self.micro_batch = micro_batch
+        self.kernel = kernel   # torch | fused | auto: the gradient's implementation (nefs/fused/select.py)
         # on_step(step, loss (N,), params, problem) after each optimizer step, outside the timed step
         # (loggers; None: no call, no sync)
         self.on_step = on_step
@@ -101,11 +104,13 @@ class ChunkFitter:
 
     # -- compiled pieces ---------------------------------------------------------------------
     def grad_fn(self, problem, batched: bool):
-        """vmap(grad_and_value(loss)) over NeFs; compiled when asked, eager if compiling fails."""
+        """vmap(grad_and_value(loss)) over NeFs; compiled when asked, eager if compiling fails; or the fused
+        Triton step (``kernel``)."""
         k = (type(problem), batched)
         if k not in self._grad_fns:
             fn = self.grad_fn_eager(problem, batched)
-            self._grad_fns[k] = _Compiled(fn) if self.compile else fn
+            fn = _Compiled(fn) if self.compile else fn
+            self._grad_fns[k] = fused_grad_fn(self.template, problem, batched, self.kernel, fallback=fn)
         return self._grad_fns[k]
 
     def grad_fn_eager(self, problem, batched: bool = False):

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from nefs.engine import ChunkFitter
 from nefs.meta import load_init
 from nefs.errors import FitnefError
+from nefs.fused import resolve_kernel
 from nefs.probe import choose_num_parallel
 from nefs.stack import ParamLayout, init_stacked
 from nefs.store import NefStore
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 # Keys that say how a run executes, not what it computes: they may differ between runs on one store.
 RUN_ONLY_KEYS = ("device", "task.nef_dir", "task.train.start_idx", "task.train.end_idx",
                  "task.train.num_parallel_nefs", "task.train.multi_gpu", "task.train.compile",
-                 "task.train.micro_batch", "task.train.continuous", "task.train.meta_init_path",
+                 "task.train.micro_batch", "task.train.kernel", "task.train.continuous", "task.train.meta_init_path",
                  "task.log", "task.wandb", "task.shard", "task.num_shards", "dataset.path", "dataset.out_channels",
                  "logger", "hydra")
 
@@ -190,6 +191,7 @@ def fit(cfg: DictConfig) -> FitSummary:
     optimizer, schedule = build_optimization(cfg, int(tr.num_steps))
     resolve_compile(tr.compile, device, 0, quiet=True)
     per_call = micro_batch(tr.micro_batch, device)
+    kernel = resolve_kernel(tr.get("kernel", "auto"), template, device)
     learned, ident = meta_start(cfg, modality, layout), identity(cfg)
     if learned is not None:  # the init's content, not its path, is what the NeFs depend on
         ident["task"]["train"]["meta_init_sha256"] = learned.sha256
@@ -206,7 +208,7 @@ def fit(cfg: DictConfig) -> FitSummary:
     fitter = ChunkFitter(template=copy.deepcopy(template).to(device), optimizer=optimizer, schedule=schedule,
                          num_steps=tr.num_steps, check_every=tr.check_every, target=modality.stop_target(tr),
                          compile=resolve_compile(tr.compile, device, len(pending) * int(tr.num_steps), layout.size),
-                         micro_batch=per_call)
+                         micro_batch=per_call, kernel=kernel)
     logger = make_logger(cfg, modality, fitter.template)  # None unless logger=wandb
     fitter.on_step = logger.on_step if logger is not None else None
     results = {"metric": [], "fitted": 0, "write_s": 0.0}

@@ -21,6 +21,7 @@ class TrainConfig:
     multi_gpu: bool = False
     compile: Any = "auto"             # true, false, or auto (when the run repays compiling)
     micro_batch: Optional[str] = "auto"
+    kernel: str = "auto"               # auto | fused | torch: the gradient's implementation (nefs/fused)
     continuous: bool = True
     init: str = "default"              # default | meta (a learned init, see tasks/find_init.py)
     meta_init_path: Optional[str] = None
