@@ -12,14 +12,6 @@ LOSSES = {"mse": 0, "bce_logits": 1}       # a Problem's ``fused_loss`` -> the k
 PRECISIONS = ("ieee", "tf32", "bf16")      # matmul inputs; accumulation is fp32 in all three
 
 
-def interpreting() -> bool:
-    """Whether this process runs Triton kernels in its interpreter (on the CPU): TRITON_INTERPRET=1,
-    which has to be set before triton is first imported (its own library functions are decorated then)."""
-    import triton
-
-    return bool(triton.knobs.runtime.interpret)
-
-
 def load_kernel():
     from .kernel import fused_step_kernel
 
