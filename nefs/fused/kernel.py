@@ -122,8 +122,9 @@ def fused_step_kernel(
                 sig = tl.where(y >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
                 dy = tl.where(pmask, (sig - t) * inv_count, 0.0)
             dh += dy[:, None] * woc[None, :]
-            tl.atomic_add(gwo_ptr + (n * C + c) * H + offs_h, tl.sum(dy[:, None] * h, axis=0), mask=hmask)
-            tl.atomic_add(gbo_ptr + n * C + c, tl.sum(dy, axis=0))
+            tl.atomic_add(gwo_ptr + (n * C + c) * H + offs_h, tl.sum(dy[:, None] * h, axis=0), mask=hmask,
+                          sem="relaxed")
+            tl.atomic_add(gbo_ptr + n * C + c, tl.sum(dy, axis=0), sem="relaxed")
         # ---- hidden layers backward, top down; each layer's input recomputed from h0
         for kk in tl.static_range(K):
             k = K - 1 - kk
@@ -136,8 +137,8 @@ def fused_step_kernel(
             wmask = hmask[:, None] & hmask[None, :]
             base = (k * N + n) * H * H
             gw = _mm(tl.trans(dz), hin, PREC)
-            tl.atomic_add(gwh_ptr + base + offs_h[:, None] * H + offs_h[None, :], gw, mask=wmask)
-            tl.atomic_add(gbh_ptr + (k * N + n) * H + offs_h, tl.sum(dz, axis=0), mask=hmask)
+            tl.atomic_add(gwh_ptr + base + offs_h[:, None] * H + offs_h[None, :], gw, mask=wmask, sem="relaxed")
+            tl.atomic_add(gbh_ptr + (k * N + n) * H + offs_h, tl.sum(dz, axis=0), mask=hmask, sem="relaxed")
             w = tl.load(wh_ptr + base + offs_h[:, None] * H + offs_h[None, :], mask=wmask, other=0.0)  # [out, in]
             dh = _mm(dz, w, PREC)
         # ---- first layer / encoding backward
@@ -148,7 +149,8 @@ def fused_step_kernel(
         dz0 = tl.where(pmask[:, None] & hmask[None, :], dz0, 0.0)
         for d in tl.static_range(D):
             xd = tl.load(xrow + d, mask=pmask, other=0.0)
-            tl.atomic_add(gw1_ptr + (n * H + offs_h) * D + d, tl.sum(dz0 * xd[:, None], axis=0), mask=hmask)
+            tl.atomic_add(gw1_ptr + (n * H + offs_h) * D + d, tl.sum(dz0 * xd[:, None], axis=0), mask=hmask,
+                          sem="relaxed")
         if ENC == 0:
-            tl.atomic_add(gb1_ptr + n * H + offs_h, tl.sum(dz0, axis=0), mask=hmask)
+            tl.atomic_add(gb1_ptr + n * H + offs_h, tl.sum(dz0, axis=0), mask=hmask, sem="relaxed")
     tl.store(loss_ptr + n, tl.sum(loss_acc, axis=0))

@@ -55,9 +55,12 @@ def resolve_kernel(setting, template, device: torch.device) -> str:
     return setting
 
 
-def fused_grad_fn(template, problem, batched: bool, setting: str, fallback, precision: str = "ieee"):
+def fused_grad_fn(template, problem, batched: bool, setting: str, fallback, precision: str = ""):
     """The engine's grad fn for ``problem``: the fused step, or ``fallback`` (the torch one) where
-    ``setting`` is auto and the fused step cannot run. Logs the choice."""
+    ``setting`` is auto and the fused step cannot run. Logs the choice.
+
+    precision: the matmul inputs, "ieee" (fp32, default), or experimentally "tf32" / "bf16" (fp32
+    accumulation), also from FITNEF_FUSED_PRECISION. Not part of a store's identity: for benchmarks."""
     if setting == "torch":
         return fallback
     device = next(template.parameters()).device
@@ -71,8 +74,10 @@ def fused_grad_fn(template, problem, batched: bool, setting: str, fallback, prec
     from .step import FusedGrad
 
     spec, _ = describe(template)
-    log.info("task.train.kernel=%s: fused Triton step for %s%s", setting, what,
-             " (Triton interpreter)" if device.type != "cuda" else "")
+    precision = precision or os.environ.get("FITNEF_FUSED_PRECISION") or "ieee"
+    log.info("task.train.kernel=%s: fused Triton step for %s%s%s", setting, what,
+             " (Triton interpreter)" if device.type != "cuda" else "",
+             "" if precision == "ieee" else f", {precision} matmul inputs")
     return _FirstCallChecked(FusedGrad(spec, type(problem).fused_loss, precision), fallback, strict=setting == "fused")
 
 

@@ -4,6 +4,8 @@ Same contract as ``vmap(grad_and_value(loss))`` of the torch path (nefs/engine.p
 tensors (N, ...), coords (P, D) shared or (N, P, D) per NeF, targets (N, P, C); grads a dict with one
 stacked tensor per parameter, loss each NeF's own mean loss.
 """
+import math
+
 import torch
 
 from .spec import FusedSpec
@@ -23,6 +25,8 @@ class FusedGrad:
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
         self.spec, self.loss, self.precision = spec, LOSSES[loss], precision
+        # bf16 dots need an inner size of 16 (fp32 and tf32: 8)
+        self.padded_width = max(spec.padded_width, 16 if precision == "bf16" else 8)
         self.kernel = load_kernel()
 
     def __call__(self, params, coords, targets):
@@ -45,19 +49,22 @@ class FusedGrad:
         w1 = c(first)
         b1 = c(params[s.first[1]]) if len(s.first) > 1 else torch.zeros(1, **f32)
         wo, bo = c(params["output.weight"]), c(params["output.bias"])
-        h, d = s.width, s.in_features
-        gw1 = torch.zeros(n, h, d, **f32)          # RFFNet: the sin and cos halves apart, added below
-        gb1 = torch.zeros(n, h, **f32)
-        gwh = torch.zeros(max(k, 1), n, h, h, **f32)
-        gbh = torch.zeros(max(k, 1), n, h, **f32)
-        gwo, gbo = torch.zeros_like(wo), torch.zeros_like(bo)
+        h, d, kk = s.width, s.in_features, max(k, 1)
+        # every gradient is a view of one zeroed buffer: one memset per step, not one per tensor
+        shapes = [(n, h, d), (n, h), (kk, n, h, h), (kk, n, h), tuple(wo.shape), tuple(bo.shape)]
+        flat = torch.zeros(sum(math.prod(sh) for sh in shapes), **f32)
+        views, at = [], 0
+        for sh in shapes:
+            views.append(flat[at: at + math.prod(sh)].view(sh))
+            at += math.prod(sh)
+        gw1, gb1, gwh, gbh, gwo, gbo = views   # gw1 for RFFNet: the sin and cos halves apart, added below
         loss = torch.empty(n, **f32)
         self.kernel[(n,)](
             x, p * d if batched else 0, t, w1, b1, wh, bh, wo, bo, gw1, gb1, gwh, gbh, gwo, gbo, loss,
             n, p, float(s.omega), float(s.enc_scale),
-            D=d, H=h, HP=s.padded_width, C=s.out_features, K=k, ACT=s.act, ENC=int(len(s.first) == 1),
+            D=d, H=h, HP=self.padded_width, C=s.out_features, K=k, ACT=s.act, ENC=int(len(s.first) == 1),
             LOSS=self.loss, BLOCK_P=s.block_points, PREC=self.precision,
-            num_warps=4 if s.padded_width <= 32 else 8)
+            num_warps=4 if self.padded_width <= 32 else 8)
         grads = {"output.weight": gwo, "output.bias": gbo}
         for i, (wn, bn) in enumerate(zip(s.hidden, hidden_b)):
             grads[wn], grads[bn] = gwh[i], gbh[i]
