@@ -69,4 +69,4 @@ def test_roofline_counts_a_hand_computed_siren_step():
     assert cost.bytes == 4 * (784 * 2 + 2 * (784 + 210 + 1 + 735))
     assert step_cost(spec, 784, 2, shared_coords=False).bytes == cost.bytes + 4 * 784 * 2
     line = cost.line(1e-6, peak_tflops=1.0, peak_tbs=1.0)
-    assert "0.91 TFLOP/s = 91.4% of 1 FP32" in line and "2.0% of 1 HBM" in line
+    assert "0.914 TFLOP/s = 91.4% of 1 FP32" in line and "= 2.01% of 1 HBM" in line and "floor 0.000914 ms" in line

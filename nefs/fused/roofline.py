@@ -33,10 +33,10 @@ class StepCost:
         """The roofline line of a step that took ``seconds``."""
         f, b = self.flops / seconds, self.bytes / seconds
         floor = max(self.flops / (peak_tflops * 1e12), self.bytes / (peak_tbs * 1e12))
-        return (f"roofline: {self.flops / 1e9:.2f} GFLOP, {self.bytes / 1e6:.1f} MB per step; "
-                f"{f / 1e12:.2f} TFLOP/s = {100 * f / (peak_tflops * 1e12):.1f}% of {peak_tflops:g} FP32, "
-                f"{b / 1e12:.3f} TB/s = {100 * b / (peak_tbs * 1e12):.1f}% of {peak_tbs:g} HBM; "
-                f"floor {1e3 * floor:.3f} ms/step")
+        return (f"roofline: {self.flops / 1e9:.3g} GFLOP, {self.bytes / 1e6:.3g} MB per step; "
+                f"{f / 1e12:.3g} TFLOP/s = {100 * f / (peak_tflops * 1e12):.3g}% of {peak_tflops:g} FP32, "
+                f"{b / 1e12:.3g} TB/s = {100 * b / (peak_tbs * 1e12):.3g}% of {peak_tbs:g} HBM; "
+                f"floor {1e3 * floor:.3g} ms/step")
 
 
 def num_params(spec: FusedSpec) -> int:
