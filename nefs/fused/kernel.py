@@ -75,7 +75,7 @@ def fused_step_kernel(
     w1 (N, H, D) [ENC=0] or coefficients (N, H/2, D) [ENC=1], b1 (N, H); wh (K, N, H, H), bh (K, N, H);
     wo (N, C, H), bo (N, C). Gradients have the same shapes, except gw1 (N, H, D) for ENC=1 (the sin and
     cos halves apart; the caller adds them). loss (N,). LOSS: 0 mean squared error, 1 BCE with logits."""
-    n = tl.program_id(0)
+    n = tl.program_id(0).to(tl.int64)   # offsets of wide, stacked weights pass 2**31
     offs_h = tl.arange(0, HP)
     hmask = offs_h < H
     H2: tl.constexpr = H // 2

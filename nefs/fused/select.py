@@ -55,12 +55,14 @@ def resolve_kernel(setting, template, device: torch.device) -> str:
     return setting
 
 
-def fused_grad_fn(template, problem, batched: bool, setting: str, fallback, precision: str = ""):
+def fused_grad_fn(template, problem, batched: bool, setting: str, fallback, precision: str = "",
+                  quiet: bool = False):
     """The engine's grad fn for ``problem``: the fused step, or ``fallback`` (the torch one) where
     ``setting`` is auto and the fused step cannot run. Logs the choice.
 
     precision: the matmul inputs, "ieee" (fp32, default), or experimentally "tf32" / "bf16" (fp32
-    accumulation), also from FITNEF_FUSED_PRECISION. Not part of a store's identity: for benchmarks."""
+    accumulation), also from FITNEF_FUSED_PRECISION. Not part of a store's identity: for benchmarks.
+    quiet: no log line (the chunk-size probe builds one per size)."""
     if setting == "torch":
         return fallback
     device = next(template.parameters()).device
@@ -69,15 +71,17 @@ def fused_grad_fn(template, problem, batched: bool, setting: str, fallback, prec
     if reason:
         if setting == "fused":
             raise FitnefError(f"task.train.kernel=fused: {reason}; use task.train.kernel=auto or torch")
-        log.info("task.train.kernel=auto: torch step for %s (%s)", what, reason)
+        if not quiet:
+            log.info("task.train.kernel=auto: torch step for %s (%s)", what, reason)
         return fallback
     from .step import FusedGrad
 
     spec, _ = describe(template)
     precision = precision or os.environ.get("FITNEF_FUSED_PRECISION") or "ieee"
-    log.info("task.train.kernel=%s: fused Triton step for %s%s%s", setting, what,
-             " (Triton interpreter)" if device.type != "cuda" else "",
-             "" if precision == "ieee" else f", {precision} matmul inputs")
+    if not quiet:
+        log.info("task.train.kernel=%s: fused Triton step for %s%s%s", setting, what,
+                 " (Triton interpreter)" if device.type != "cuda" else "",
+                 "" if precision == "ieee" else f", {precision} matmul inputs")
     return _FirstCallChecked(FusedGrad(spec, type(problem).fused_loss, precision), fallback, strict=setting == "fused")
 
 
@@ -94,6 +98,8 @@ class _FirstCallChecked:
             return self.fused(*args)
         try:
             out = self.fused(*args)
+        except torch.cuda.OutOfMemoryError:   # the caller's to handle (the chunk probe stops there)
+            raise
         except Exception as e:  # noqa: BLE001 - any Triton compile/launch failure
             if self.strict:
                 raise FitnefError(f"task.train.kernel=fused: the kernel failed ({type(e).__name__}: "
