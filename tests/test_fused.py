@@ -26,6 +26,25 @@ def test_fused_kernel_equals_the_torch_step_in_the_triton_interpreter():
     assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
 
 
+# fit-a-nef's default sizes and the widest the GPU takes, as the fit would launch them
+AHEAD = [(SIREN(2, 1, 8), "mse", "ieee"), (SIREN(2, 1, 32), "mse", "tf32"), (SIREN(2, 1, 32), "mse", "bf16"),
+         (SIREN(3, 1, 64, omega_0=30.0), "bce_logits", "ieee"), (MLP(2, 3, 15), "mse", "ieee"),
+         (RFFNet(2, 1, 32), "mse", "ieee")]
+
+
+def test_fused_kernel_compiles_for_an_h200_without_a_gpu():
+    """Triton's ahead-of-time compile for sm_90 (ptxas included): what the interpreter cannot check, the GPU
+    code generator's limits (constexpr loops, dot shapes, shared memory <= 227 KB per block)."""
+    pytest.importorskip("triton")
+    from nefs.fused.step import compile_for
+
+    for template, loss, precision in AHEAD:
+        spec, _ = describe(template)
+        compiled = compile_for(spec, loss, precision)
+        assert 0 < compiled.metadata.shared <= 227 * 1024, (spec, precision)
+        assert b".visible .entry fused_step_kernel" in compiled.asm["ptx"].encode()
+
+
 def test_supported_nefs_are_described_and_others_say_why_not():
     for template in (SIREN(), SIREN(3, 1, 64, omega_0=30.0), MLP(), RFFNet()):
         spec, reason = describe(template)
@@ -35,6 +54,7 @@ def test_supported_nefs_are_described_and_others_say_why_not():
         assert "has no fused step (supported: SIREN, MLP, RFFNet)" in describe(template)[1]
     assert "wider than" in describe(MLP(hidden_dim=300))[1]
     assert "is not CUDA" in why_not(SIREN(), "cpu", interpreter_ok=False)
+    assert "wider than the fused step's 64 on a GPU" in why_not(SIREN(hidden_dim=65), "cuda")
 
 
 def test_kernel_setting_errors_are_one_line(compose, tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """The fused train step as one Triton kernel: one program per NeF.
 
-A program walks its NeF's points in tiles of BLOCK_P. Per tile it runs the forward pass, the loss and
+A program walks its NeF's points in tiles of BLOCK_P (nefs/fused/step.py TILES). Per tile it runs the forward pass, the loss and
 the backward pass with every activation held in registers (a tile is BLOCK_P x width floats), and adds
 the tile's parameter gradients to the NeF's gradient rows. Nothing per point is written to memory: HBM
 sees the coordinates, the targets, the parameters (read) and the gradients and the loss (written).
@@ -126,8 +126,7 @@ def fused_step_kernel(
                           sem="relaxed")
             tl.atomic_add(gbo_ptr + n * C + c, tl.sum(dy, axis=0), sem="relaxed")
         # ---- hidden layers backward, top down; each layer's input recomputed from h0
-        for kk in tl.static_range(K):
-            k = K - 1 - kk
+        for k in tl.static_range(K - 1, -1, -1):
             hin = h0
             for j in tl.static_range(k):
                 hin, _z = _hidden(hin, wh_ptr, bh_ptr, j, n, N, offs_h, hmask, omega, H, ACT, PREC)

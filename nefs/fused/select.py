@@ -12,7 +12,7 @@ import os
 import torch
 
 from ..errors import FitnefError
-from .spec import describe
+from .spec import MAX_CUDA_WIDTH, describe
 
 log = logging.getLogger(__name__)
 CHOICES = ("auto", "fused", "torch")
@@ -32,9 +32,11 @@ def _triton_missing() -> str:
 
 def why_not(template, device: torch.device, problem=None, interpreter_ok: bool = True) -> str:
     """'' when the fused step can run this NeF (and problem) on ``device``, else the reason."""
-    _, reason = describe(template)
+    spec, reason = describe(template)
     if reason:
         return reason
+    if torch.device(device).type == "cuda" and spec.padded_width > MAX_CUDA_WIDTH:
+        return f"nef {spec.kind} hidden_dim={spec.width} is wider than the fused step's {MAX_CUDA_WIDTH} on a GPU"
     if problem is not None and getattr(type(problem), "fused_loss", None) is None:
         return f"{type(problem).__name__} names no fused_loss"
     if torch.device(device).type != "cuda" and not (interpreter_ok and _interpreter_requested()):
@@ -87,7 +89,7 @@ def fused_grad_fn(template, problem, batched: bool, setting: str, fallback, prec
 
 class _FirstCallChecked:
     """The fused step, with the torch step in reserve for auto: a kernel that fails to compile on this
-    GPU (e.g. too little shared memory for a wide NeF) costs speed, never the run."""
+    GPU (e.g. an older GPU with less shared memory) costs speed, never the run."""
 
     def __init__(self, fused, fallback, strict: bool):
         self.fused, self.fallback, self.strict = fused, fallback, strict

@@ -13,6 +13,8 @@ from ..rffnet import RFFNet
 from ..siren import SIREN
 
 MAX_WIDTH = 256       # widest NeF the kernel is tested at (interpreter); wider ones use the torch step
+# widest on a GPU: at padded width 128 a step needs ~400 KB of shared memory (sm_90 has 227 KB per block)
+MAX_CUDA_WIDTH = 64
 SUPPORTED = ("SIREN", "MLP", "RFFNet")
 ACT_SIN, ACT_RELU = 0, 1
 
@@ -34,11 +36,6 @@ class FusedSpec:
     def padded_width(self) -> int:
         """Width of a kernel tile: a power of two, at least 8 (tl.dot's smallest fp32 inner size)."""
         return max(8, 1 << (self.width - 1).bit_length())
-
-    @property
-    def block_points(self) -> int:
-        """Points per tile: a tile of activations stays near 2048 floats (16 per thread at 4 warps)."""
-        return int(min(128, max(16, 2048 // self.padded_width)))
 
 
 def describe(template) -> Tuple[Optional[FusedSpec], str]:

@@ -14,19 +14,50 @@ LOSSES = {"mse": 0, "bce_logits": 1}       # a Problem's ``fused_loss`` -> the k
 PRECISIONS = ("ieee", "tf32", "bf16")      # matmul inputs; accumulation is fp32 in all three
 
 
+# (points per tile, warps) by padded width: the largest tiles whose registers do not spill when compiled for
+# sm_90 (ptxas, checked without a GPU by tests/test_fused.py; only the sine's slow path keeps a 32-byte stack).
+# Wider tiles at these widths spill (BLOCK_P 128 at width 8: 255 registers and 296 bytes of stack).
+TILES = {8: (32, 2), 16: (32, 4), 32: (32, 8), 64: (16, 8)}
+WIDEST_TILE = (16, 8)   # widths 128 and 256: correct (interpreter), but their weights overflow shared memory
+
+
 def load_kernel():
     from .kernel import fused_step_kernel
 
     return fused_step_kernel
 
 
+def launch_config(spec: FusedSpec, loss: str, precision: str = "ieee"):
+    """(constexpr arguments, num_warps) of the kernel for this NeF, loss and matmul precision."""
+    hp = max(spec.padded_width, 16 if precision == "bf16" else 8)   # bf16 dots need an inner size of 16
+    block, warps = TILES.get(hp, WIDEST_TILE)
+    return dict(D=spec.in_features, H=spec.width, HP=hp, C=spec.out_features, K=len(spec.hidden), ACT=spec.act,
+                ENC=int(len(spec.first) == 1), LOSS=LOSSES[loss], BLOCK_P=block, PREC=precision), warps
+
+
+def compile_for(spec: FusedSpec, loss: str, precision: str = "ieee", arch: int = 90):
+    """The kernel compiled for CUDA compute capability ``arch`` without a GPU (Triton's ahead-of-time path,
+    ptxas included): fails where the GPU compile would; ``.metadata.shared`` is its shared memory."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernel = load_kernel()
+    const, warps = launch_config(spec, loss, precision)
+    floats = {"omega", "enc_scale"}
+    ints = {"stride_xn", "N", "P"}
+    sig = {a: "constexpr" if a in const else "fp32" if a in floats else "i32" if a in ints else "*fp32"
+           for a in kernel.arg_names}
+    return triton.compile(ASTSource(kernel, sig, constexprs=const), target=GPUTarget("cuda", arch, 32),
+                          options={"num_warps": warps})
+
+
 class FusedGrad:
     def __init__(self, spec: FusedSpec, loss: str, precision: str = "ieee"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
-        self.spec, self.loss, self.precision = spec, LOSSES[loss], precision
-        # bf16 dots need an inner size of 16 (fp32 and tf32: 8)
-        self.padded_width = max(spec.padded_width, 16 if precision == "bf16" else 8)
+        self.spec = spec
+        self.const, self.num_warps = launch_config(spec, loss, precision)
         self.kernel = load_kernel()
 
     def __call__(self, params, coords, targets):
@@ -62,9 +93,7 @@ class FusedGrad:
         self.kernel[(n,)](
             x, p * d if batched else 0, t, w1, b1, wh, bh, wo, bo, gw1, gb1, gwh, gbh, gwo, gbo, loss,
             n, p, float(s.omega), float(s.enc_scale),
-            D=d, H=h, HP=self.padded_width, C=s.out_features, K=k, ACT=s.act, ENC=int(len(s.first) == 1),
-            LOSS=self.loss, BLOCK_P=s.block_points, PREC=self.precision,
-            num_warps=4 if self.padded_width <= 32 else 8)
+            **self.const, num_warps=self.num_warps)
         grads = {"output.weight": gwo, "output.bias": gbo}
         for i, (wn, bn) in enumerate(zip(s.hidden, hidden_b)):
             grads[wn], grads[bn] = gwh[i], gbh[i]
