@@ -70,6 +70,11 @@ for prec in tf32 bf16; do
   timeout 30 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren siren_scaled --parallel "$PARALLEL" \
     --steps 200 --variants fused --precision $prec 2>&1 | grep -v -i warn | tail -n +2
 done
+part "fused SIREN-8 step by tile (points,warps; all spill-free on sm_90)"
+for tile in 32,2 64,4 128,4; do
+  timeout 30 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel "$PARALLEL" --steps 200 \
+    --variants fused --tile $tile 2>&1 | grep -v -i warn | tail -n 2 | sed "s/^/tile $tile: /"
+done
 part "where the device time goes (torch.profiler): torch compiled, fused"
 timeout 60 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel "$PARALLEL" --steps 100 \
   --variants compiled fused --profile 12 2>&1 | grep -v -i warn

@@ -35,6 +35,8 @@ def main(argv=None):
                    help="also print the K kernels that take the most device time (torch.profiler), per variant")
     p.add_argument("--precision", default="ieee", choices=("ieee", "tf32", "bf16"),
                    help="matmul inputs of the fused variant (accumulation is fp32)")
+    p.add_argument("--tile", default="", metavar="POINTS,WARPS",
+                   help="tile of the fused variant (default: nefs/fused/step.py TILES by width)")
     p.add_argument("--peak-tflops", type=float, default=None, help="FP32 peak of the chip (default: H200, 67)")
     p.add_argument("--peak-tbs", type=float, default=None, help="HBM bandwidth of the chip, TB/s (default: H200, 4.8)")
     args = p.parse_args(argv)
@@ -54,6 +56,7 @@ def main(argv=None):
         for variant in args.variants:
             os.environ["FITNEF_COMPILE_MODE"] = "reduce-overhead" if variant == "graph" else ""
             os.environ["FITNEF_FUSED_PRECISION"] = args.precision if variant == "fused" else ""
+            os.environ["FITNEF_FUSED_TILE"] = args.tile if variant == "fused" else ""
             torch._dynamo.reset()
             with tempfile.TemporaryDirectory() as tmp, \
                     initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

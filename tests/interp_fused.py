@@ -106,12 +106,12 @@ class _Problem:
 @pytest.mark.parametrize("subset", [None, 23])
 def test_short_fit_with_the_fused_step_equals_the_torch_fit(subset):
     template = SIREN(2, 1, 8)
-    n, p = 5, 49
+    n, p = 4, 49
     x, y = _inputs(template, "mse", False, n, p, seed=1)
     params = init_stacked(template, [0] * n, list(range(n)), fixed_init=False)
     out = {}
     for kernel in ("torch", "fused"):
-        fitter = ChunkFitter(template, torch.optim.Adam, lambda s: 1e-2, num_steps=12, compile=False, kernel=kernel)
+        fitter = ChunkFitter(template, torch.optim.Adam, lambda s: 1e-2, num_steps=8, compile=False, kernel=kernel)
         out[kernel] = fitter.fit(params, _Problem(x, y, subset))
     for name in params:
         assert (out["fused"].params[name] - out["torch"].params[name]).abs().max() < 1e-4, name

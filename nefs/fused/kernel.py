@@ -1,9 +1,11 @@
 """The fused train step as one Triton kernel: one program per NeF.
 
-A program walks its NeF's points in tiles of BLOCK_P (nefs/fused/step.py TILES). Per tile it runs the forward pass, the loss and
-the backward pass with every activation held in registers (a tile is BLOCK_P x width floats), and adds
-the tile's parameter gradients to the NeF's gradient rows. Nothing per point is written to memory: HBM
-sees the coordinates, the targets, the parameters (read) and the gradients and the loss (written).
+A program walks its NeF's points in tiles of BLOCK_P (nefs/fused/step.py TILES). Per tile it runs the
+forward pass, the loss and the backward pass with every activation held in registers (a tile is
+BLOCK_P x width floats), and adds the tile's parameter gradients to sums that stay in registers too (one
+accumulator per kind of weight; the layer, channel or input is picked by a one-hot mask). Nothing per point
+is written to memory: HBM sees the coordinates, the targets, the parameters (read) and, once at the end,
+the gradients and the loss (written).
 
 Layer structure, the one all supported NeFs share (``nefs.fused.spec``):
   h0 = act(W1 x + b1)                          ENC=0 (SIREN, MLP)
@@ -14,10 +16,8 @@ act is sin(omega z) (ACT=0) or relu (ACT=1). The backward pass of hidden layer k
 input, which is recomputed from h0 (K is 0-4 for the configs in conf/nef/, so the recompute is a few
 extra small matmuls and keeps the register footprint to a handful of tiles at any depth).
 
-Gradient accumulators of the hidden layers live in the output rows (zero-initialised, atomically added
-per tile: a program owns its NeF's rows, so the adds never contend); the output and first layers add
-their per-tile sums the same way. With TRITON_INTERPRET=1 set before triton is imported,
-the same code runs in Triton's interpreter on the CPU (how tests/interp_fused.py checks it).
+With TRITON_INTERPRET=1 set before triton is imported, the same code runs in Triton's interpreter on the
+CPU (how tests/interp_fused.py checks it).
 """
 import triton
 import triton.language as tl
@@ -68,19 +68,30 @@ def fused_step_kernel(
         gw1_ptr, gb1_ptr, gwh_ptr, gbh_ptr, gwo_ptr, gbo_ptr, loss_ptr,
         N, P, omega, enc_scale,
         D: tl.constexpr, H: tl.constexpr, HP: tl.constexpr, C: tl.constexpr, K: tl.constexpr,
+        DP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr,
         ACT: tl.constexpr, ENC: tl.constexpr, LOSS: tl.constexpr, BLOCK_P: tl.constexpr,
         PREC: tl.constexpr):
     """One NeF's gradient and loss. Shapes (row-major, contiguous):
     x (N or 1, P, D) with stride_xn = P*D or 0 (shared coordinates); t (N, P, C);
     w1 (N, H, D) [ENC=0] or coefficients (N, H/2, D) [ENC=1], b1 (N, H); wh (K, N, H, H), bh (K, N, H);
     wo (N, C, H), bo (N, C). Gradients have the same shapes, except gw1 (N, H, D) for ENC=1 (the sin and
-    cos halves apart; the caller adds them). loss (N,). LOSS: 0 mean squared error, 1 BCE with logits."""
+    cos halves apart; the caller adds them). loss (N,). LOSS: 0 mean squared error, 1 BCE with logits.
+    DP, CP, KP: D, C and K (at least 1) padded to powers of two, the shapes of the gradient accumulators."""
     n = tl.program_id(0).to(tl.int64)   # offsets of wide, stacked weights pass 2**31
     offs_h = tl.arange(0, HP)
     hmask = offs_h < H
     H2: tl.constexpr = H // 2
     inv_count = 1.0 / (P * C)
     loss_acc = tl.zeros((BLOCK_P,), dtype=tl.float32)
+    # gradient sums over the tiles, in registers; a layer, channel or input adds its slice through a one-hot
+    # mask (a few adds of a weight's size per tile, against a matmul of BLOCK_P times that)
+    offs_k, offs_c, offs_d = tl.arange(0, KP), tl.arange(0, CP), tl.arange(0, DP)
+    gwh = tl.zeros((KP, HP, HP), dtype=tl.float32)
+    gbh = tl.zeros((KP, HP), dtype=tl.float32)
+    gwo = tl.zeros((CP, HP), dtype=tl.float32)
+    gbo = tl.zeros((CP,), dtype=tl.float32)
+    gw1 = tl.zeros((HP, DP), dtype=tl.float32)
+    gb1 = tl.zeros((HP,), dtype=tl.float32)
     if ENC == 0:
         b1 = tl.load(b1_ptr + n * H + offs_h, mask=hmask, other=0.0)
     for p0 in range(0, P, BLOCK_P):
@@ -122,9 +133,8 @@ def fused_step_kernel(
                 sig = tl.where(y >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
                 dy = tl.where(pmask, (sig - t) * inv_count, 0.0)
             dh += dy[:, None] * woc[None, :]
-            tl.atomic_add(gwo_ptr + (n * C + c) * H + offs_h, tl.sum(dy[:, None] * h, axis=0), mask=hmask,
-                          sem="relaxed")
-            tl.atomic_add(gbo_ptr + n * C + c, tl.sum(dy, axis=0), sem="relaxed")
+            gwo += tl.where((offs_c == c)[:, None], tl.sum(dy[:, None] * h, axis=0)[None, :], 0.0)
+            gbo += tl.where(offs_c == c, tl.sum(dy, axis=0), 0.0)
         # ---- hidden layers backward, top down; each layer's input recomputed from h0
         for k in tl.static_range(K - 1, -1, -1):
             hin = h0
@@ -136,8 +146,8 @@ def fused_step_kernel(
             wmask = hmask[:, None] & hmask[None, :]
             base = (k * N + n) * H * H
             gw = _mm(tl.trans(dz), hin, PREC)
-            tl.atomic_add(gwh_ptr + base + offs_h[:, None] * H + offs_h[None, :], gw, mask=wmask, sem="relaxed")
-            tl.atomic_add(gbh_ptr + (k * N + n) * H + offs_h, tl.sum(dz, axis=0), mask=hmask, sem="relaxed")
+            gwh += tl.where((offs_k == k)[:, None, None], gw[None, :, :], 0.0)
+            gbh += tl.where((offs_k == k)[:, None], tl.sum(dz, axis=0)[None, :], 0.0)
             w = tl.load(wh_ptr + base + offs_h[:, None] * H + offs_h[None, :], mask=wmask, other=0.0)  # [out, in]
             dh = _mm(dz, w, PREC)
         # ---- first layer / encoding backward
@@ -148,8 +158,19 @@ def fused_step_kernel(
         dz0 = tl.where(pmask[:, None] & hmask[None, :], dz0, 0.0)
         for d in tl.static_range(D):
             xd = tl.load(xrow + d, mask=pmask, other=0.0)
-            tl.atomic_add(gw1_ptr + (n * H + offs_h) * D + d, tl.sum(dz0 * xd[:, None], axis=0), mask=hmask,
-                          sem="relaxed")
-        if ENC == 0:
-            tl.atomic_add(gb1_ptr + n * H + offs_h, tl.sum(dz0, axis=0), mask=hmask, sem="relaxed")
+            gw1 += tl.where((offs_d == d)[None, :], tl.sum(dz0 * xd[:, None], axis=0)[:, None], 0.0)
+        gb1 += tl.sum(dz0, axis=0)
+    # ---- the NeF's gradients, written once
+    hh = hmask[:, None] & hmask[None, :]
+    tl.store(gwh_ptr + ((offs_k[:, None, None] * N + n) * H + offs_h[None, :, None]) * H + offs_h[None, None, :],
+             gwh, mask=(offs_k < K)[:, None, None] & hh[None, :, :])
+    tl.store(gbh_ptr + (offs_k[:, None] * N + n) * H + offs_h[None, :], gbh,
+             mask=(offs_k < K)[:, None] & hmask[None, :])
+    tl.store(gwo_ptr + (n * C + offs_c[:, None]) * H + offs_h[None, :], gwo,
+             mask=(offs_c < C)[:, None] & hmask[None, :])
+    tl.store(gbo_ptr + n * C + offs_c, gbo, mask=offs_c < C)
+    tl.store(gw1_ptr + (n * H + offs_h[:, None]) * D + offs_d[None, :], gw1,
+             mask=hmask[:, None] & (offs_d < D)[None, :])
+    if ENC == 0:
+        tl.store(gb1_ptr + n * H + offs_h, gb1, mask=hmask)
     tl.store(loss_ptr + n, tl.sum(loss_acc, axis=0))

@@ -5,6 +5,7 @@ tensors (N, ...), coords (P, D) shared or (N, P, D) per NeF, targets (N, P, C); 
 stacked tensor per parameter, loss each NeF's own mean loss.
 """
 import math
+import os
 
 import torch
 
@@ -14,11 +15,20 @@ LOSSES = {"mse": 0, "bce_logits": 1}       # a Problem's ``fused_loss`` -> the k
 PRECISIONS = ("ieee", "tf32", "bf16")      # matmul inputs; accumulation is fp32 in all three
 
 
-# (points per tile, warps) by padded width: the largest tiles whose registers do not spill when compiled for
-# sm_90 (ptxas, checked without a GPU by tests/test_fused.py; only the sine's slow path keeps a 32-byte stack).
-# Wider tiles at these widths spill (BLOCK_P 128 at width 8: 255 registers and 296 bytes of stack).
-TILES = {8: (32, 2), 16: (32, 4), 32: (32, 8), 64: (16, 8)}
+# (points per tile, warps) by padded width: tiles whose registers do not spill when compiled for sm_90 (ptxas,
+# without a GPU: SIREN-8 152 registers, MLP-15 96, SIREN-32 154, siren_shape 157; only the sine's slow path
+# keeps a 32-byte stack). Which of the spill-free sizes is fastest is not measured: FITNEF_FUSED_TILE=64,4
+# (points,warps) overrides the table, for scripts/step_bench.py --tile.
+TILES = {8: (64, 4), 16: (32, 4), 32: (32, 8), 64: (16, 8)}
 WIDEST_TILE = (16, 8)   # widths 128 and 256: correct (interpreter), but their weights overflow shared memory
+
+
+def tile_for(padded_width: int) -> tuple:
+    override = os.environ.get("FITNEF_FUSED_TILE")
+    if override:
+        block, warps = (int(v) for v in override.split(","))
+        return block, warps
+    return TILES.get(padded_width, WIDEST_TILE)
 
 
 def load_kernel():
@@ -30,8 +40,10 @@ def load_kernel():
 def launch_config(spec: FusedSpec, loss: str, precision: str = "ieee"):
     """(constexpr arguments, num_warps) of the kernel for this NeF, loss and matmul precision."""
     hp = max(spec.padded_width, 16 if precision == "bf16" else 8)   # bf16 dots need an inner size of 16
-    block, warps = TILES.get(hp, WIDEST_TILE)
-    return dict(D=spec.in_features, H=spec.width, HP=hp, C=spec.out_features, K=len(spec.hidden), ACT=spec.act,
+    block, warps = tile_for(hp)
+    pow2 = lambda v: 1 << max(v - 1, 0).bit_length()  # noqa: E731
+    d, c, k = spec.in_features, spec.out_features, len(spec.hidden)
+    return dict(D=d, H=spec.width, HP=hp, C=c, K=k, DP=pow2(d), CP=pow2(c), KP=pow2(max(k, 1)), ACT=spec.act,
                 ENC=int(len(spec.first) == 1), LOSS=LOSSES[loss], BLOCK_P=block, PREC=precision), warps
 
 
@@ -81,9 +93,9 @@ class FusedGrad:
         b1 = c(params[s.first[1]]) if len(s.first) > 1 else torch.zeros(1, **f32)
         wo, bo = c(params["output.weight"]), c(params["output.bias"])
         h, d, kk = s.width, s.in_features, max(k, 1)
-        # every gradient is a view of one zeroed buffer: one memset per step, not one per tensor
+        # every gradient is a view of one buffer (the kernel writes each entry once)
         shapes = [(n, h, d), (n, h), (kk, n, h, h), (kk, n, h), tuple(wo.shape), tuple(bo.shape)]
-        flat = torch.zeros(sum(math.prod(sh) for sh in shapes), **f32)
+        flat = torch.empty(sum(math.prod(sh) for sh in shapes), **f32)
         views, at = [], 0
         for sh in shapes:
             views.append(flat[at: at + math.prod(sh)].view(sh))
