@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad_and_value
 
+from .fused import fused_grad_fn
 from .modality import Metric, Params, Problem  # noqa: F401  (Problem: the protocol chunks follow)
 from .slot_optim import StackedOptimizer, slot_optimizer
 from .stack import stacked_forward
@@ -68,7 +69,7 @@ class ChunkFitter:
     def __init__(self, template: torch.nn.Module, optimizer: Callable, schedule: Callable[[int], float],
                  num_steps: int, check_every: int = 10, target: Optional[float] = None, compile: bool = True,
                  micro_batch: Optional[int] = None, on_step: Optional[Callable] = None,
-                 metric: Optional[Metric] = None):
+                 metric: Optional[Metric] = None, kernel: str = "torch"):
         self.template = template
         self.optimizer = optimizer
         self.schedule = schedule
@@ -78,6 +79,7 @@ class ChunkFitter:
         self.metric = metric or Metric("metric")
         self.compile = compile
         self.micro_batch = micro_batch
+        self.kernel = kernel   # torch | fused | auto: the gradient's implementation (nefs/fused/select.py)
         # on_step(step, loss (N,), params, problem) after each optimizer step, outside the timed step
         # (loggers, progress; None: no call, no sync)
         self.on_step = on_step
@@ -88,11 +90,13 @@ class ChunkFitter:
 
     # -- compiled pieces ---------------------------------------------------------------------
     def grad_fn(self, problem, batched: bool):
-        """vmap(grad_and_value(loss)) over NeFs; compiled when asked, eager if compiling fails."""
+        """vmap(grad_and_value(loss)) over NeFs; compiled when asked, eager if compiling fails; or the fused
+        Triton step (``kernel``)."""
         k = (type(problem), batched)
         if k not in self._grad_fns:
             fn = self.grad_fn_eager(problem, batched)
-            self._grad_fns[k] = _Compiled(fn) if self.compile else fn
+            fn = _Compiled(fn) if self.compile else fn
+            self._grad_fns[k] = fused_grad_fn(self.template, problem, batched, self.kernel, fallback=fn)
         return self._grad_fns[k]
 
     def grad_fn_eager(self, problem, batched: bool = False):

@@ -57,6 +57,7 @@ class Problem(Protocol):
     """What a modality gives the engine for a chunk of NeFs."""
 
     per_nef_fields: tuple   # attribute names of tensors with one row per NeF (sliced when chunks split)
+    # optional ``fused_loss``: "mse" | "bce_logits", the loss's name for the fused step (nefs/fused)
 
     def train_batch(self, step):
         """(coords, targets, batched) for a step (int, or (N,) per-NeF steps): coords (P, D) shared,

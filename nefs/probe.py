@@ -12,6 +12,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from .fused import fused_grad_fn
+
 log = logging.getLogger(__name__)
 
 SIZES = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -33,7 +35,10 @@ def choose_num_parallel(fitter, make: Callable, rows: np.ndarray, device: torch.
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
             coords, targets, batched = problem.train_batch(0)
-            grad = fitter.grad_fn_eager(problem, batched)
+            # the step the fit will run: torch uncompiled (compiling per probed size would cost more than it
+            # tells), or the fused kernel, whose memory and throughput differ from torch's
+            grad = fused_grad_fn(fitter.template, problem, batched, getattr(fitter, "kernel", "torch"),
+                                 fallback=fitter.grad_fn_eager(problem, batched), quiet=True)
             grad(params, coords, targets)  # warm-up
             torch.cuda.synchronize(device)
             t = time.perf_counter()

@@ -2,11 +2,14 @@
 # One prepared pass over the CUDA paths, for a GPU machine lent for a few minutes:
 #   1. tests/test_cuda.py (CUDA == CPU results, auto chunk probe, continuous batching, store)
 #   2. the default job on CUDA, with the default chunk and with num_parallel_nefs=auto
-#   3. scripts.bench on CUDA: SIREN and MLP at large chunks, compiled vs eager, side by side with fit-a-nef
-#      (then the step alone, and a profile of where its device time goes)
+#   3. scripts.bench on CUDA: SIREN and MLP at large chunks with the default step (task.train.kernel=auto: the
+#      fused Triton step) side by side with fit-a-nef, and SIREN's torch step eager
+#      (then the step alone: torch compiled / eager vs fused with fp32, tf32 and bf16 matmul inputs, with
+#      roofline lines; and a profile of where the device time goes)
 #      when a driver for the machine's JAX is given: scripts/anchor_modern/prepare.sh builds .anchor_gpu, then
 #      ANCHOR_SCRIPT=.anchor_gpu/run.sh ANCHOR_PYTHON=bash bash scripts/gpu_check.sh (carry .whl and .anchor_gpu)
-# About 8 minutes on an H200 (docs/performance.md has what it printed). Each part has its own time limit.
+# About 8 minutes on an H200 before the fused parts were added (docs/performance.md has what it printed); the
+# fused parts have not run on a GPU yet. Each part has its own time limit.
 # Runs go to $WORK; $OUT (default outputs/gpu_check) gets few files: the bench tables, the jobs' summaries.
 # Wheels in .whl/ (hydra-core, omegaconf, antlr4, zarr, numcodecs, donfig, crc32c for the machine's Python)
 # are installed to /tmp/site first when present: GPU images seldom carry them. Build them here with
@@ -33,7 +36,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,n
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 
 part "tests/test_cuda.py"
-timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15
+timeout 200 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15
 
 part "default job on $DEVICE"
 rm -rf "$WORK"/default_*
@@ -58,10 +61,21 @@ bench() {  # bench NAME SECONDS ARGS...: one scripts.bench run, $N NeFs, $STEPS 
 }
 bench siren 100 --nefs siren --parallel "$PARALLEL" "${anchor[@]}"
 bench mlp 100 --nefs mlp --parallel "$PARALLEL" "${anchor[@]}"
-bench siren_eager 45 --nefs siren --parallel "$PARALLEL" --set task.train.compile=false
-part "step time alone: compiled, CUDA graph, eager"
-timeout 60 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel "$PARALLEL" --steps 200 2>&1 | grep -v -i warn
-part "where a compiled step's device time goes (torch.profiler)"
-timeout 90 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren mlp --parallel "$PARALLEL" --steps 100 \
-  --variants compiled --profile 12 2>&1 | grep -v -i warn
+bench siren_eager 45 --nefs siren --parallel "$PARALLEL" --set task.train.compile=false task.train.kernel=torch
+part "step time alone: torch compiled / eager, fused (fp32 inputs), with roofline lines"
+timeout 90 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren mlp siren_scaled --parallel "$PARALLEL" \
+  --steps 200 --variants compiled eager fused 2>&1 | grep -v -i warn
+part "fused step with tf32 and bf16 matmul inputs (fp32 accumulation)"
+for prec in tf32 bf16; do
+  timeout 30 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren siren_scaled --parallel "$PARALLEL" \
+    --steps 200 --variants fused --precision $prec 2>&1 | grep -v -i warn | tail -n +2
+done
+part "fused SIREN-8 step by tile (points,warps; all spill-free on sm_90)"
+for tile in 32,2 64,4 128,4; do
+  timeout 30 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel "$PARALLEL" --steps 200 \
+    --variants fused --tile $tile 2>&1 | grep -v -i warn | tail -n 2 | sed "s/^/tile $tile: /"
+done
+part "where the device time goes (torch.profiler): torch compiled, fused"
+timeout 60 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel "$PARALLEL" --steps 100 \
+  --variants compiled fused --profile 12 2>&1 | grep -v -i warn
 part "done"

@@ -2,12 +2,17 @@
 
     python -m scripts.step_bench --nefs siren mlp --parallel 16384 --steps 200 --device cuda
     python -m scripts.step_bench --nefs siren --variants compiled --profile 15   # + where the time goes
+    python -m scripts.step_bench --nefs siren mlp --variants compiled fused --device cuda   # + roofline lines
 
 Each variant fits ``parallel`` NeFs for ``steps`` steps through ``tasks.fitting.fit`` (same engine, same
 store) and reports the step time from the run's own timer, compilation excluded. Variants:
   compiled   torch.compile, default mode (what task.train.compile=true does)
   graph      torch.compile mode reduce-overhead: the step replayed as a CUDA graph (FITNEF_COMPILE_MODE)
   eager      task.train.compile=false
+  fused      task.train.kernel=fused: the Triton step of nefs/fused (--precision: its matmul inputs)
+The torch variants run with task.train.kernel=torch. After each variant a roofline line: the step's FLOPs and
+least HBM bytes (nefs/fused/roofline.py, for the NeFs the fused step supports) and the fraction of the chip's
+FP32 rate and HBM bandwidth the measured step reached (peaks: H200 by default, --peak-tflops / --peak-tbs).
 """
 import argparse
 import os
@@ -16,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("compiled", "graph", "eager")
+VARIANTS = ("compiled", "graph", "eager", "fused")
 
 
 def main(argv=None):
@@ -28,40 +33,73 @@ def main(argv=None):
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="also print the K kernels that take the most device time (torch.profiler), per variant")
+    p.add_argument("--precision", default="ieee", choices=("ieee", "tf32", "bf16"),
+                   help="matmul inputs of the fused variant (accumulation is fp32)")
+    p.add_argument("--tile", default="", metavar="POINTS,WARPS",
+                   help="tile of the fused variant (default: nefs/fused/step.py TILES by width)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="FP32 peak of the chip (default: H200, 67)")
+    p.add_argument("--peak-tbs", type=float, default=None, help="HBM bandwidth of the chip, TB/s (default: H200, 4.8)")
     args = p.parse_args(argv)
 
     import torch
     from hydra import compose, initialize_config_dir
 
+    from nefs.errors import FitnefError
     from tasks.fitting import fit
     from tasks.resolvers import register
 
     register()  # ${fitnef.sweep_suffix:} in conf/base/task.yaml
 
+    peaks = {k: v for k, v in (("peak_tflops", args.peak_tflops), ("peak_tbs", args.peak_tbs)) if v is not None}
     copies = -(-args.parallel // 1797)
     seeds = "[" + ",".join(map(str, range(copies))) + "]"
     print(f"{'nef':8s} {'variant':16s} {'ms/step':>8s} {'NeF-steps/s':>12s} {'compile s':>9s} {'psnr':>6s}")
     for nef in args.nefs:
         for variant in args.variants:
             os.environ["FITNEF_COMPILE_MODE"] = "reduce-overhead" if variant == "graph" else ""
+            os.environ["FITNEF_FUSED_PRECISION"] = args.precision if variant == "fused" else ""
+            os.environ["FITNEF_FUSED_TILE"] = args.tile if variant == "fused" else ""
             torch._dynamo.reset()
             with tempfile.TemporaryDirectory() as tmp, \
                     initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
                 cfg = compose(config_name="config", overrides=[
                     f"nef={nef}", f"device={args.device}", f"task.seeds={seeds}", f"task.train.end_idx={args.parallel}",
                     f"task.train.num_parallel_nefs={args.parallel}", f"task.train.num_steps={args.steps}",
-                    "scheduler.value=1e-3", f"task.train.compile={variant != 'eager'}", "task.log.progress=false",
+                    "scheduler.value=1e-3", f"task.train.compile={variant not in ('eager', 'fused')}",
+                    f"task.train.kernel={'fused' if variant == 'fused' else 'torch'}", "task.log.progress=false",
                     f"task.nef_dir={tmp}/store"])
+                cost = step_cost_of(cfg, args.parallel)
                 t = time.perf_counter()
-                if args.profile:
-                    s, table = profiled(fit, cfg, args.profile)
-                else:
-                    s, table = fit(cfg), None
+                try:
+                    if args.profile:
+                        s, table = profiled(fit, cfg, args.profile)
+                    else:
+                        s, table = fit(cfg), None
+                except FitnefError as e:   # e.g. the fused variant on a CPU: say so, go on
+                    print(f"{nef:8s} {variant:16s} error: {e}", flush=True)
+                    continue
             ms = 1e3 * s.train_s / args.steps
             print(f"{nef:8s} {variant:16s} {ms:8.3f} {args.parallel * args.steps / s.train_s:12.0f} "
                   f"{s.warmup_s:9.1f} {s.metric_mean:6.2f}   ({time.perf_counter() - t:.1f}s)", flush=True)
+            if cost is not None:
+                print(f"{'':8s} {'':16s} " + cost.line(s.train_s / args.steps, **peaks), flush=True)
             if table:
                 print(table, flush=True)
+
+
+def step_cost_of(cfg, parallel: int):
+    """FLOPs and least bytes of one step of this config's NeF (None for NeFs without a fused step)."""
+    from nefs.fused.roofline import step_cost
+    from nefs.fused.spec import describe
+    from tasks.plan import build_nef, load_modality
+
+    modality, _ = load_modality(cfg)
+    spec, _ = describe(build_nef(cfg.nef, modality.in_features, modality.out_features))
+    if spec is None:
+        return None
+    problem = modality.problem([0], [0], [0], cfg.task.train)
+    coords, _, batched = problem.train_batch(0)
+    return step_cost(spec, coords.shape[-2], parallel, shared_coords=not batched)
 
 
 def profiled(fn, cfg, top: int):

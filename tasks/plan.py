@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nefs.errors import FitnefError
+from nefs.fused import resolve_kernel
 from nefs.meta import load_init
 from nefs.modality import load as load_modality_class
 from nefs.stack import ParamLayout, init_stacked
@@ -168,6 +169,7 @@ class Execution:
     chunk: Optional[int]           # NeFs per chunk / slots; None until probed (num_parallel_nefs=auto)
     micro_batch: object            # None, "cache" or an int: NeFs per compiled call
     compile: bool
+    kernel: str                    # torch | fused: the gradient's implementation (nefs/fused)
     continuous: bool               # continuous batching (with an early-stop target)
 
 
@@ -246,7 +248,7 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     pending = NefStore.peek_pending(cfg.task.nef_dir, start, end)
     execution = Execution(device=device, chunk=chunk, micro_batch=micro_batch(tr.micro_batch, device),
                           compile=resolve_compile(tr.compile, device, len(pending) * int(tr.num_steps), layout.size),
-                          continuous=bool(tr.continuous))
+                          kernel=resolve_kernel(tr.kernel, template, device), continuous=bool(tr.continuous))
     nef_record = {**OmegaConf.to_container(cfg.nef, resolve=True),  # all build_model() needs
                   "in_features": modality.in_features, "out_features": modality.out_features}
     return RunPlan(cfg=cfg, modality=modality, labels=np.asarray(labels), template=template, layout=layout,

@@ -27,6 +27,7 @@ class TrainConfig:
     check_every: int = MISSING
     compile: Any = MISSING              # true, false, or auto (when the run repays compiling)
     micro_batch: Any = MISSING          # auto, null or an int
+    kernel: str = MISSING               # auto | fused | torch: the gradient's implementation (nefs/fused)
     continuous: bool = MISSING
     init: str = MISSING                 # default | meta
     meta_init_path: Optional[str] = MISSING

@@ -57,3 +57,48 @@ def test_cuda_store_reconstructs_on_cpu(compose, tmp_path):
     rec = s.reconstruct(np.arange(4))
     assert rec.device.type == "cpu" and rec.shape == (4, 1, 28, 28)
     assert torch.isfinite(rec).all()
+
+
+FUSED_500 = ["task.train.num_steps=500", "scheduler.value=1e-3", "task.train.end_idx=96", "device=cuda",
+             "task.train.compile=false"]
+
+
+def test_fused_step_fits_the_torch_nefs_on_cuda(compose, tmp_path):
+    """The fused Triton step (task.train.kernel=fused) against the torch step, 500 steps of SIREN-8."""
+    torch_run = fit(compose(*FUSED_500, "task.train.kernel=torch", nef_dir=tmp_path / "torch"))
+    fused_run = fit(compose(*FUSED_500, "task.train.kernel=fused", nef_dir=tmp_path / "fused"))
+    (_, p_t), (_, p_f) = _store(tmp_path / "torch"), _store(tmp_path / "fused")
+    assert fused_run.metric_mean == pytest.approx(torch_run.metric_mean, abs=0.01)
+    assert np.abs(p_t[:96] - p_f[:96]).max() < 1e-4
+
+
+@pytest.mark.parametrize("overrides", [["task.train.masked_portion=0.5"], ["nef=mlp"], ["nef=rffnet"],
+                                       ["task=shape", "task.train.end_idx=8", "task.train.num_points=256"]])
+def test_fused_step_on_cuda_matches_torch_for_each_batch_kind(compose, tmp_path, overrides):
+    common = [*EAGER, "device=cuda", *overrides]
+    fit(compose(*common, "task.train.kernel=torch", nef_dir=tmp_path / "torch"))
+    fit(compose(*common, "task.train.kernel=fused", nef_dir=tmp_path / "fused"))
+    (s_t, p_t), (s_f, p_f) = _store(tmp_path / "torch"), _store(tmp_path / "fused")
+    rows = s_t.done.nonzero()[0]
+    assert len(rows) and (s_f.done[rows]).all()
+    assert np.abs(p_t[rows] - p_f[rows]).max() < 1e-3
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_fused_low_precision_inputs_stay_close_on_cuda(precision, monkeypatch):
+    """FITNEF_FUSED_PRECISION: matmul inputs rounded (tf32, bf16), accumulation fp32."""
+    from nefs import SIREN
+    from nefs.fused.spec import describe
+    from nefs.fused.step import FusedGrad
+    from nefs.stack import init_stacked
+
+    template = SIREN(2, 1, 32)
+    params = init_stacked(template, [0] * 64, list(range(64)), fixed_init=False, device="cuda")
+    x = torch.rand(784, 2, device="cuda") * 2 - 1
+    y = torch.randn(64, 784, 1, device="cuda")
+    spec, _ = describe(template)
+    g32, l32 = FusedGrad(spec, "mse")(params, x, y)
+    glo, llo = FusedGrad(spec, "mse", precision)(params, x, y)
+    assert torch.allclose(llo, l32, rtol=2e-2)
+    for k in g32:
+        assert (glo[k] - g32[k]).norm() <= 0.05 * g32[k].norm() + 1e-6, k

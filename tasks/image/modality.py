@@ -123,6 +123,7 @@ class ImageProblem:
     """One chunk of images for the engine (see nefs.engine.Problem)."""
 
     per_nef_fields = ("gt01", "targets", "seeds", "nef_idx")
+    fused_loss = "mse"   # ``loss`` as the fused step names it (nefs/fused)
 
     def __init__(self, gt01, mean, std, coords, seeds, nef_idx, masked_portion):
         self.gt01 = gt01

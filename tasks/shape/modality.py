@@ -189,6 +189,7 @@ class ShapeProblem:
     """
 
     per_nef_fields = ("points", "occ", "n_in", "n_valid", "valid", "seeds", "nef_idx")
+    fused_loss = "bce_logits"   # ``loss`` as the fused step names it (nefs/fused)
 
     def __init__(self, points, occ, n_in, n_valid, seeds, nef_idx, num_points):
         self.points, self.occ = points, occ        # (N, P, 3), (N, P) float 0/1

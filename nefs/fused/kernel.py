@@ -1,0 +1,176 @@
+"""The fused train step as one Triton kernel: one program per NeF.
+
+A program walks its NeF's points in tiles of BLOCK_P (nefs/fused/step.py TILES). Per tile it runs the
+forward pass, the loss and the backward pass with every activation held in registers (a tile is
+BLOCK_P x width floats), and adds the tile's parameter gradients to sums that stay in registers too (one
+accumulator per kind of weight; the layer, channel or input is picked by a one-hot mask). Nothing per point
+is written to memory: HBM sees the coordinates, the targets, the parameters (read) and, once at the end,
+the gradients and the loss (written).
+
+Layer structure, the one all supported NeFs share (``nefs.fused.spec``):
+  h0 = act(W1 x + b1)                          ENC=0 (SIREN, MLP)
+  h0 = [sin(s B x), cos(s B x)]                ENC=1 (RFFNet, s = std * 2 pi)
+  h_k = act(W_k h_{k-1} + b_k), k = 1..K       K hidden width x width layers
+  y = Wo h_K + bo                              C outputs
+act is sin(omega z) (ACT=0) or relu (ACT=1). The backward pass of hidden layer k needs that layer's
+input, which is recomputed from h0 (K is 0-4 for the configs in conf/nef/, so the recompute is a few
+extra small matmuls and keeps the register footprint to a handful of tiles at any depth).
+
+With TRITON_INTERPRET=1 set before triton is imported, the same code runs in Triton's interpreter on the
+CPU (how tests/interp_fused.py checks it).
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _act(z, omega, ACT: tl.constexpr):
+    if ACT == 0:
+        return tl.sin(omega * z)
+    else:
+        return tl.maximum(z, 0.0)
+
+
+@triton.jit
+def _act_grad(z, omega, ACT: tl.constexpr):
+    if ACT == 0:
+        return omega * tl.cos(omega * z)
+    else:
+        return tl.where(z > 0.0, 1.0, 0.0)
+
+
+@triton.jit
+def _mm(a, b, PREC: tl.constexpr):
+    """a @ b accumulated in fp32; PREC says what the inputs are rounded to: "ieee" (fp32, the default),
+    "tf32" (tensor cores), "bf16"."""
+    if PREC == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
+    else:
+        return tl.dot(a, b, input_precision=PREC, out_dtype=tl.float32)
+
+
+@triton.jit
+def _hidden(h, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega,
+            H: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr):
+    """Hidden layer k on a tile: act(h @ W_k^T + b_k); also returns the pre-activation."""
+    base = (k * N + n) * H * H
+    wt = tl.load(wh_ptr + base + offs_h[None, :] * H + offs_h[:, None],
+                 mask=hmask[:, None] & hmask[None, :], other=0.0)          # W^T: [in, out]
+    b = tl.load(bh_ptr + (k * N + n) * H + offs_h, mask=hmask, other=0.0)
+    z = _mm(h, wt, PREC) + b[None, :]
+    return _act(z, omega, ACT), z
+
+
+@triton.jit
+def fused_step_kernel(
+        x_ptr, stride_xn, t_ptr,
+        w1_ptr, b1_ptr, wh_ptr, bh_ptr, wo_ptr, bo_ptr,
+        gw1_ptr, gb1_ptr, gwh_ptr, gbh_ptr, gwo_ptr, gbo_ptr, loss_ptr,
+        N, P, omega, enc_scale,
+        D: tl.constexpr, H: tl.constexpr, HP: tl.constexpr, C: tl.constexpr, K: tl.constexpr,
+        DP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr,
+        ACT: tl.constexpr, ENC: tl.constexpr, LOSS: tl.constexpr, BLOCK_P: tl.constexpr,
+        PREC: tl.constexpr):
+    """One NeF's gradient and loss. Shapes (row-major, contiguous):
+    x (N or 1, P, D) with stride_xn = P*D or 0 (shared coordinates); t (N, P, C);
+    w1 (N, H, D) [ENC=0] or coefficients (N, H/2, D) [ENC=1], b1 (N, H); wh (K, N, H, H), bh (K, N, H);
+    wo (N, C, H), bo (N, C). Gradients have the same shapes, except gw1 (N, H, D) for ENC=1 (the sin and
+    cos halves apart; the caller adds them). loss (N,). LOSS: 0 mean squared error, 1 BCE with logits.
+    DP, CP, KP: D, C and K (at least 1) padded to powers of two, the shapes of the gradient accumulators."""
+    n = tl.program_id(0).to(tl.int64)   # offsets of wide, stacked weights pass 2**31
+    offs_h = tl.arange(0, HP)
+    hmask = offs_h < H
+    H2: tl.constexpr = H // 2
+    inv_count = 1.0 / (P * C)
+    loss_acc = tl.zeros((BLOCK_P,), dtype=tl.float32)
+    # gradient sums over the tiles, in registers; a layer, channel or input adds its slice through a one-hot
+    # mask (a few adds of a weight's size per tile, against a matmul of BLOCK_P times that)
+    offs_k, offs_c, offs_d = tl.arange(0, KP), tl.arange(0, CP), tl.arange(0, DP)
+    gwh = tl.zeros((KP, HP, HP), dtype=tl.float32)
+    gbh = tl.zeros((KP, HP), dtype=tl.float32)
+    gwo = tl.zeros((CP, HP), dtype=tl.float32)
+    gbo = tl.zeros((CP,), dtype=tl.float32)
+    gw1 = tl.zeros((HP, DP), dtype=tl.float32)
+    gb1 = tl.zeros((HP,), dtype=tl.float32)
+    if ENC == 0:
+        b1 = tl.load(b1_ptr + n * H + offs_h, mask=hmask, other=0.0)
+    for p0 in range(0, P, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        pmask = offs_p < P
+        xrow = x_ptr + n * stride_xn + offs_p * D
+        # ---- first layer / encoding
+        z0 = tl.zeros((BLOCK_P, HP), dtype=tl.float32)
+        for d in tl.static_range(D):
+            xd = tl.load(xrow + d, mask=pmask, other=0.0)
+            if ENC == 0:
+                wd = tl.load(w1_ptr + (n * H + offs_h) * D + d, mask=hmask, other=0.0)
+            else:
+                wd = tl.load(w1_ptr + (n * H2 + offs_h % H2) * D + d, mask=hmask, other=0.0)
+            z0 += xd[:, None] * wd[None, :]
+        if ENC == 0:
+            z0 += b1[None, :]
+            h0 = _act(z0, omega, ACT)
+        else:
+            z0 = z0 * enc_scale
+            h0 = tl.where((offs_h < H2)[None, :], tl.sin(z0), tl.where(hmask[None, :], tl.cos(z0), 0.0))
+        # ---- hidden layers
+        h = h0
+        for k in tl.static_range(K):
+            h, _z = _hidden(h, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega, H, ACT, PREC)
+        # ---- output layer, loss, and its backward pass, one channel at a time
+        dh = tl.zeros((BLOCK_P, HP), dtype=tl.float32)
+        for c in tl.static_range(C):
+            woc = tl.load(wo_ptr + (n * C + c) * H + offs_h, mask=hmask, other=0.0)
+            y = tl.sum(h * woc[None, :], axis=1) + tl.load(bo_ptr + n * C + c)
+            t = tl.load(t_ptr + (n * P + offs_p) * C + c, mask=pmask, other=0.0)
+            if LOSS == 0:
+                diff = tl.where(pmask, y - t, 0.0)
+                loss_acc += diff * diff * inv_count
+                dy = 2.0 * diff * inv_count
+            else:
+                e = tl.exp(-tl.abs(y))
+                loss_acc += tl.where(pmask, (tl.maximum(y, 0.0) - y * t + tl.log(1.0 + e)) * inv_count, 0.0)
+                sig = tl.where(y >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+                dy = tl.where(pmask, (sig - t) * inv_count, 0.0)
+            dh += dy[:, None] * woc[None, :]
+            gwo += tl.where((offs_c == c)[:, None], tl.sum(dy[:, None] * h, axis=0)[None, :], 0.0)
+            gbo += tl.where(offs_c == c, tl.sum(dy, axis=0), 0.0)
+        # ---- hidden layers backward, top down; each layer's input recomputed from h0
+        for k in tl.static_range(K - 1, -1, -1):
+            hin = h0
+            for j in tl.static_range(k):
+                hin, _z = _hidden(hin, wh_ptr, bh_ptr, j, n, N, offs_h, hmask, omega, H, ACT, PREC)
+            _h, z = _hidden(hin, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega, H, ACT, PREC)
+            dz = dh * _act_grad(z, omega, ACT)
+            dz = tl.where(pmask[:, None], dz, 0.0)
+            wmask = hmask[:, None] & hmask[None, :]
+            base = (k * N + n) * H * H
+            gw = _mm(tl.trans(dz), hin, PREC)
+            gwh += tl.where((offs_k == k)[:, None, None], gw[None, :, :], 0.0)
+            gbh += tl.where((offs_k == k)[:, None], tl.sum(dz, axis=0)[None, :], 0.0)
+            w = tl.load(wh_ptr + base + offs_h[:, None] * H + offs_h[None, :], mask=wmask, other=0.0)  # [out, in]
+            dh = _mm(dz, w, PREC)
+        # ---- first layer / encoding backward
+        if ENC == 0:
+            dz0 = dh * _act_grad(z0, omega, ACT)
+        else:
+            dz0 = dh * tl.where((offs_h < H2)[None, :], tl.cos(z0), -tl.sin(z0)) * enc_scale
+        dz0 = tl.where(pmask[:, None] & hmask[None, :], dz0, 0.0)
+        for d in tl.static_range(D):
+            xd = tl.load(xrow + d, mask=pmask, other=0.0)
+            gw1 += tl.where((offs_d == d)[None, :], tl.sum(dz0 * xd[:, None], axis=0)[:, None], 0.0)
+        gb1 += tl.sum(dz0, axis=0)
+    # ---- the NeF's gradients, written once
+    hh = hmask[:, None] & hmask[None, :]
+    tl.store(gwh_ptr + ((offs_k[:, None, None] * N + n) * H + offs_h[None, :, None]) * H + offs_h[None, None, :],
+             gwh, mask=(offs_k < K)[:, None, None] & hh[None, :, :])
+    tl.store(gbh_ptr + (offs_k[:, None] * N + n) * H + offs_h[None, :], gbh,
+             mask=(offs_k < K)[:, None] & hmask[None, :])
+    tl.store(gwo_ptr + (n * C + offs_c[:, None]) * H + offs_h[None, :], gwo,
+             mask=(offs_c < C)[:, None] & hmask[None, :])
+    tl.store(gbo_ptr + n * C + offs_c, gbo, mask=offs_c < C)
+    tl.store(gw1_ptr + (n * H + offs_h[:, None]) * D + offs_d[None, :], gw1,
+             mask=hmask[:, None] & (offs_d < D)[None, :])
+    if ENC == 0:
+        tl.store(gb1_ptr + n * H + offs_h, gb1, mask=hmask)
+    tl.store(loss_ptr + n, tl.sum(loss_acc, axis=0))

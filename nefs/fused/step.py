@@ -1,0 +1,117 @@
+"""The fused step behind the engine's grad-fn signature: f(params, coords, targets) -> (grads, loss (N,)).
+
+Same contract as ``vmap(grad_and_value(loss))`` of the torch path (nefs/engine.py): params are the stacked
+tensors (N, ...), coords (P, D) shared or (N, P, D) per NeF, targets (N, P, C); grads a dict with one
+stacked tensor per parameter, loss each NeF's own mean loss.
+"""
+import math
+import os
+
+import torch
+
+from .spec import FusedSpec
+
+LOSSES = {"mse": 0, "bce_logits": 1}       # a Problem's ``fused_loss`` -> the kernel's LOSS
+PRECISIONS = ("ieee", "tf32", "bf16")      # matmul inputs; accumulation is fp32 in all three
+
+
+# (points per tile, warps) by padded width: tiles whose registers do not spill when compiled for sm_90 (ptxas,
+# without a GPU: SIREN-8 152 registers, MLP-15 96, SIREN-32 154, siren_shape 157; only the sine's slow path
+# keeps a 32-byte stack). Which of the spill-free sizes is fastest is not measured: FITNEF_FUSED_TILE=64,4
+# (points,warps) overrides the table, for scripts/step_bench.py --tile.
+TILES = {8: (64, 4), 16: (32, 4), 32: (32, 8), 64: (16, 8)}
+WIDEST_TILE = (16, 8)   # widths 128 and 256: correct (interpreter), but their weights overflow shared memory
+
+
+def tile_for(padded_width: int) -> tuple:
+    override = os.environ.get("FITNEF_FUSED_TILE")
+    if override:
+        block, warps = (int(v) for v in override.split(","))
+        return block, warps
+    return TILES.get(padded_width, WIDEST_TILE)
+
+
+def load_kernel():
+    from .kernel import fused_step_kernel
+
+    return fused_step_kernel
+
+
+def launch_config(spec: FusedSpec, loss: str, precision: str = "ieee"):
+    """(constexpr arguments, num_warps) of the kernel for this NeF, loss and matmul precision."""
+    hp = max(spec.padded_width, 16 if precision == "bf16" else 8)   # bf16 dots need an inner size of 16
+    block, warps = tile_for(hp)
+    pow2 = lambda v: 1 << max(v - 1, 0).bit_length()  # noqa: E731
+    d, c, k = spec.in_features, spec.out_features, len(spec.hidden)
+    return dict(D=d, H=spec.width, HP=hp, C=c, K=k, DP=pow2(d), CP=pow2(c), KP=pow2(max(k, 1)), ACT=spec.act,
+                ENC=int(len(spec.first) == 1), LOSS=LOSSES[loss], BLOCK_P=block, PREC=precision), warps
+
+
+def compile_for(spec: FusedSpec, loss: str, precision: str = "ieee", arch: int = 90):
+    """The kernel compiled for CUDA compute capability ``arch`` without a GPU (Triton's ahead-of-time path,
+    ptxas included): fails where the GPU compile would; ``.metadata.shared`` is its shared memory."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernel = load_kernel()
+    const, warps = launch_config(spec, loss, precision)
+    floats = {"omega", "enc_scale"}
+    ints = {"stride_xn", "N", "P"}
+    sig = {a: "constexpr" if a in const else "fp32" if a in floats else "i32" if a in ints else "*fp32"
+           for a in kernel.arg_names}
+    return triton.compile(ASTSource(kernel, sig, constexprs=const), target=GPUTarget("cuda", arch, 32),
+                          options={"num_warps": warps})
+
+
+class FusedGrad:
+    def __init__(self, spec: FusedSpec, loss: str, precision: str = "ieee"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+        self.spec = spec
+        self.const, self.num_warps = launch_config(spec, loss, precision)
+        self.kernel = load_kernel()
+
+    def __call__(self, params, coords, targets):
+        s = self.spec
+        first = params[s.first[0]]
+        n, dev = first.shape[0], first.device
+        f32 = dict(dtype=torch.float32, device=dev)
+        c = lambda t: t.detach().to(torch.float32).contiguous()  # noqa: E731
+        batched = coords.dim() == 3
+        x = c(coords)
+        p = x.shape[-2]
+        t = c(targets).reshape(n, p, s.out_features)
+        k = len(s.hidden)
+        hidden_b = [h[: -len("weight")] + "bias" for h in s.hidden]
+        if k:
+            wh = torch.stack([c(params[h]) for h in s.hidden])
+            bh = torch.stack([c(params[b]) for b in hidden_b])
+        else:
+            wh = bh = torch.zeros(1, **f32)
+        w1 = c(first)
+        b1 = c(params[s.first[1]]) if len(s.first) > 1 else torch.zeros(1, **f32)
+        wo, bo = c(params["output.weight"]), c(params["output.bias"])
+        h, d, kk = s.width, s.in_features, max(k, 1)
+        # every gradient is a view of one buffer (the kernel writes each entry once)
+        shapes = [(n, h, d), (n, h), (kk, n, h, h), (kk, n, h), tuple(wo.shape), tuple(bo.shape)]
+        flat = torch.empty(sum(math.prod(sh) for sh in shapes), **f32)
+        views, at = [], 0
+        for sh in shapes:
+            views.append(flat[at: at + math.prod(sh)].view(sh))
+            at += math.prod(sh)
+        gw1, gb1, gwh, gbh, gwo, gbo = views   # gw1 for RFFNet: the sin and cos halves apart, added below
+        loss = torch.empty(n, **f32)
+        self.kernel[(n,)](
+            x, p * d if batched else 0, t, w1, b1, wh, bh, wo, bo, gw1, gb1, gwh, gbh, gwo, gbo, loss,
+            n, p, float(s.omega), float(s.enc_scale),
+            **self.const, num_warps=self.num_warps)
+        grads = {"output.weight": gwo, "output.bias": gbo}
+        for i, (wn, bn) in enumerate(zip(s.hidden, hidden_b)):
+            grads[wn], grads[bn] = gwh[i], gbh[i]
+        if len(s.first) == 1:  # RFFNet coefficients: row j of the encoding is sin (j < H/2) or cos of row j % (H/2)
+            g = gw1[:, : h // 2] + gw1[:, h // 2:]
+            grads[s.first[0]] = g if s.learnable_first else torch.zeros_like(g)
+        else:
+            grads[s.first[0]], grads[s.first[1]] = gw1, gb1
+        return {name: grads[name].to(params[name].dtype) for name in params}, loss

@@ -1,0 +1,178 @@
+"""The fused kernel against the torch step, run in Triton's interpreter on the CPU.
+
+Not collected on its own (the name does not match test_*.py): tests/test_fused.py runs this file in a
+subprocess with TRITON_INTERPRET=1, which must be set before triton is first imported and would turn
+every other Triton kernel of the process into interpreted code. Shapes are tiny (the interpreter runs
+each program in Python) but cross tile boundaries: point counts and widths are not multiples of a tile.
+"""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad_and_value
+
+from nefs import MLP, RFFNet, SIREN
+from nefs.engine import ChunkFitter
+from nefs.fused import fused_grad_fn
+from nefs.fused.spec import describe
+from nefs.fused.step import FusedGrad
+from nefs.stack import init_stacked
+
+pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="run by tests/test_fused.py")
+
+
+def mse(pred, target):
+    return ((pred - target) ** 2).mean()
+
+
+def bce(pred, target):
+    return F.binary_cross_entropy_with_logits(pred, target)
+
+
+def torch_step(template, loss, batched):
+    def nef_loss(p, x, y):
+        return loss(functional_call(template, p, (x,)), y)
+
+    return torch.vmap(grad_and_value(nef_loss), in_dims=(0, 0 if batched else None, 0))
+
+
+# (template, loss, per-NeF coords, N, points); widths pad to 8, 16, 32, 64, 256 (tiles of 128..16 points)
+CASES = {
+    "siren8-shared": (lambda: SIREN(2, 1, 8), "mse", False, 3, 150),
+    "siren20-4layers-scaled-batched": (lambda: SIREN(2, 1, 20, num_layers=4, weight_scale=2.5), "mse", True, 2, 70),
+    "siren2layers-rgb": (lambda: SIREN(2, 3, 12, num_layers=2), "mse", False, 3, 33),
+    "siren-shape-bce": (lambda: SIREN(3, 1, 64, omega_0=30.0), "bce", True, 2, 45),
+    "siren256": (lambda: SIREN(2, 1, 256), "mse", False, 2, 20),
+    "mlp15-rgb-batched": (lambda: MLP(2, 3, 15), "mse", True, 3, 140),
+    "mlp1layer": (lambda: MLP(2, 1, 9, num_layers=1), "mse", False, 2, 17),
+    "rff32": (lambda: RFFNet(2, 1, 32), "mse", False, 3, 70),
+    "rff-frozen-rgb-batched": (lambda: RFFNet(2, 3, 10, num_layers=2, learnable_coefficients=False), "mse", True, 2, 40),
+}
+
+
+def _inputs(template, loss, batched, n, p, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    d, c = template.in_features, template.out_features
+    x = torch.rand((n, p, d) if batched else (p, d), generator=g) * 2 - 1
+    y = torch.randn(n, p, c, generator=g) if loss == "mse" else (torch.rand(n, p, c, generator=g) > 0.5).float()
+    return x, y
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_gradients_equal_torch(case):
+    make, loss, batched, n, p = CASES[case]
+    template = make()
+    params = init_stacked(template, [0] * n, list(range(n)), fixed_init=False)
+    x, y = _inputs(template, loss, batched, n, p)
+    spec, reason = describe(template)
+    assert spec is not None, reason
+    g_fused, l_fused = FusedGrad(spec, "mse" if loss == "mse" else "bce_logits")(params, x, y)
+    g_ref, l_ref = torch_step(template, mse if loss == "mse" else bce, batched)(params, x, y)
+    assert l_fused.shape == (n,)
+    torch.testing.assert_close(l_fused, l_ref, rtol=1e-5, atol=1e-6)
+    assert set(g_fused) == set(g_ref)
+    for name in g_ref:
+        assert g_fused[name].shape == g_ref[name].shape, name
+        scale = g_ref[name].abs().max().item() + 1e-6
+        assert (g_fused[name] - g_ref[name]).abs().max().item() <= 1e-5 * scale + 1e-7, name
+
+
+class _Problem:
+    """The smallest engine Problem: fixed targets, all points shared, or a keyed subset per NeF."""
+
+    per_nef_fields = ("targets",)
+    fused_loss = "mse"
+
+    def __init__(self, coords, targets, subset=None):
+        self.coords, self.targets, self.subset = coords, targets, subset
+
+    def train_batch(self, step):
+        if self.subset is None:
+            return self.coords, self.targets, False
+        n, p = self.targets.shape[:2]
+        g = torch.Generator().manual_seed(int(step) if not torch.is_tensor(step) else 0)
+        idx = torch.stack([torch.randperm(p, generator=g)[: self.subset] for _ in range(n)])
+        return self.coords[idx], torch.gather(self.targets, 1, idx[..., None].expand(-1, -1, 1)), True
+
+    loss = staticmethod(mse)
+
+    def metric(self, forward, params):
+        with torch.no_grad():
+            err = ((forward(params, self.coords) - self.targets) ** 2).flatten(1).mean(1)
+        return -10 * torch.log10(err)
+
+
+@pytest.mark.parametrize("subset", [None, 23])
+def test_short_fit_with_the_fused_step_equals_the_torch_fit(subset):
+    template = SIREN(2, 1, 8)
+    n, p = 4, 49
+    x, y = _inputs(template, "mse", False, n, p, seed=1)
+    params = init_stacked(template, [0] * n, list(range(n)), fixed_init=False)
+    out = {}
+    for kernel in ("torch", "fused"):
+        fitter = ChunkFitter(template, torch.optim.Adam, lambda s: 1e-2, num_steps=8, compile=False, kernel=kernel)
+        out[kernel] = fitter.fit(params, _Problem(x, y, subset))
+    for name in params:
+        assert (out["fused"].params[name] - out["torch"].params[name]).abs().max() < 1e-4, name
+    torch.testing.assert_close(out["fused"].metric, out["torch"].metric, atol=1e-3, rtol=0)
+    assert not torch.equal(out["fused"].params["output.weight"], params["output.weight"])  # it did train
+
+
+def test_a_problem_without_a_fused_loss_is_refused_or_left_to_torch():
+    class Other(_Problem):
+        fused_loss = None
+
+    template = SIREN(2, 1, 8)
+    fallback = object()
+    assert fused_grad_fn(template, Other(None, None), False, "auto", fallback) is fallback
+    with pytest.raises(Exception, match="task.train.kernel=fused: Other names no fused_loss"):
+        fused_grad_fn(template, Other(None, None), False, "fused", fallback)
+
+
+def test_shape_fit_with_the_fused_step_equals_the_torch_fit():
+    """Per-NeF 3-D points and the BCE loss, through the real ShapeProblem."""
+    import numpy as np
+
+    from tasks.shape.modality import ShapeProblem
+
+    rng = np.random.default_rng(0)
+    signals = []
+    for m in (30, 41, 25):
+        pts = rng.uniform(-0.5, 0.5, (m, 3)).astype(np.float32)
+        signals.append((pts, np.linalg.norm(pts, axis=1) < 0.4))
+    template = SIREN(3, 1, 16, omega_0=30.0)
+    params = init_stacked(template, [0] * 3, [0, 1, 2], fixed_init=False)
+    out = {}
+    for kernel in ("torch", "fused"):
+        problem = ShapeProblem.of(signals, torch.zeros(3, dtype=torch.long), torch.arange(3), (9, 8))
+        fitter = ChunkFitter(template, torch.optim.Adam, lambda s: 1e-2, num_steps=8, compile=False, kernel=kernel)
+        out[kernel] = fitter.fit(params, problem)
+    for name in params:
+        assert (out["fused"].params[name] - out["torch"].params[name]).abs().max() < 1e-4, name
+
+
+def test_continuous_batching_with_the_fused_step_equals_torch():
+    """fit_stream: per-slot steps, slots refilled as NeFs reach the target."""
+    import numpy as np
+
+    template = SIREN(2, 1, 8)
+    x, y = _inputs(template, "mse", False, 6, 30, seed=2)
+    start = init_stacked(template, [0] * 6, list(range(6)), fixed_init=False)
+
+    def make(rows):
+        idx = torch.as_tensor(rows)
+        return {k: v[idx] for k, v in start.items()}, _Problem(x, y[idx])
+
+    out = {}
+    for kernel in ("torch", "fused"):
+        fitter = ChunkFitter(template, torch.optim.Adam, lambda s: 2e-2, num_steps=12, check_every=3,
+                             target=1.0, compile=False, kernel=kernel)
+        got = {}
+        fitter.fit_stream(np.arange(6), make, 4, lambda rows, res: got.update(
+            {int(r): (res.params["output.weight"][i], int(res.steps[i])) for i, r in enumerate(rows)}))
+        out[kernel] = got
+    assert sorted(out["fused"]) == list(range(6))
+    for r in range(6):
+        assert out["fused"][r][1] == out["torch"][r][1]
+        assert (out["fused"][r][0] - out["torch"][r][0]).abs().max() < 1e-4
