@@ -28,7 +28,7 @@ from nefs.store import NefStore
 
 from .loggers import make_logger
 from .registry import modality_class
-from .runs import run_attrs, shard_device, shard_range
+from .runs import run_attrs, shard_device, shard_range, shard_settings
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def fit(cfg: DictConfig) -> FitSummary:
     if not 0 <= start < end <= total:
         raise FitnefError(f"task.train.start_idx={start}, end_idx={end}: need 0 <= start < end <= {total} "
                           f"({len(seeds)} seeds x {m} signals)")
-    start, end, sharding = shard_range(cfg.task, start, end)  # task.shard of task.num_shards: this part
+    shard_settings(cfg.task)  # a bad task.shard / num_shards is an error before the store exists
     device = shard_device(device, cfg.device, cfg.task.get("shard"))
     auto_chunk = str(tr.num_parallel_nefs) == "auto"
     try:
@@ -199,6 +199,7 @@ def fit(cfg: DictConfig) -> FitSummary:
         nef={**OmegaConf.to_container(cfg.nef, resolve=True),  # all build_model() needs
              "in_features": modality.in_features, "out_features": modality.out_features},
         metric=modality.metric_name, versions=versions())
+    start, end, sharding = shard_range(cfg.task, start, end, store.chunk_rows)  # this shard's chunks
     store.update_attrs(run_attrs(cfg, sharding))  # dataset location, sharding: for inspect / status
     pending = store.pending(start, end)
     log.info("store %s: %d of [%d, %d) to fit", store.path, len(pending), start, end)
@@ -226,7 +227,8 @@ def fit(cfg: DictConfig) -> FitSummary:
             rows, flat, metric, steps = (np.concatenate(x) for x in zip(*finished))
             order = np.argsort(rows)  # continuous batching finishes rows out of order
             t = time.perf_counter()
-            store.write_rows(rows[order], flat[order], metric[order], steps[order])
+            store.write_rows(rows[order], flat[order], metric[order], steps[order],
+                             exclusive=None if sharding is None else (start, end))  # a shard's rows are its own
             results["write_s"] += time.perf_counter() - t
             finished.clear()
 
