@@ -31,6 +31,8 @@ def parse_args(argv=None):
     p.add_argument("--parallel", type=int, default=256, help="task.train.num_parallel_nefs = store chunk rows")
     p.add_argument("--nef", default="siren")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads-one", type=int, default=None,
+                   help="threads of the one process (default: --cores); cores/shards tells parallelism from threading")
     p.add_argument("--set", nargs="*", default=[], help="extra Hydra overrides for both sides")
     p.add_argument("--out", default=None, help="output folder (default outputs/shard_bench/<time>)")
     return p.parse_args(argv)
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="shard_bench-"))
 
     one_dir = work / "one"
-    one_wall = _run_all([_command(args, work / "one_store", one_dir)], _threads_env(args.cores))
+    one_wall = _run_all([_command(args, work / "one_store", one_dir)], _threads_env(args.threads_one or args.cores))
     one = _summary(one_dir)
 
     dirs = [work / f"shard{k}" for k in range(args.shards)]
@@ -88,7 +90,8 @@ def main(argv=None) -> int:
     fit_one = one["wall_s"]
     fit_sh = max(s["wall_s"] for s in shards)
     res = {
-        "n": args.n, "steps": args.steps, "shards": args.shards, "cores": args.cores, "chunk_rows": b.chunk_rows,
+        "n": args.n, "steps": args.steps, "shards": args.shards, "cores": args.cores,
+        "threads_one": args.threads_one or args.cores, "threads_per_shard": max(1, args.cores // args.shards), "chunk_rows": b.chunk_rows,
         "ranges": [[s["start_idx"], s["end_idx"]] for s in shards], "equal_rows": equal,
         "one": {"process_s": one_wall, "fit_s": fit_one, "write_s": one["write_s"],
                 "nefs_per_s": args.n / one_wall, "fit_nefs_per_s": args.n / fit_one},
@@ -98,11 +101,11 @@ def main(argv=None) -> int:
     res["ratio"] = res["sharded"]["nefs_per_s"] / res["one"]["nefs_per_s"]
     res["fit_ratio"] = res["sharded"]["fit_nefs_per_s"] / res["one"]["fit_nefs_per_s"]
     (out / "results.json").write_text(json.dumps(res, indent=1))
-    print(f"{args.n} NeFs x {args.steps} steps, {args.nef}, chunk {b.chunk_rows} rows, {args.cores} cores; "
+    print(f"{args.n} NeFs x {args.steps} steps, {args.nef}, chunk {b.chunk_rows} rows, {args.cores} cores, {res['threads_per_shard']} thread(s) per shard; "
           f"shard ranges {res['ranges']}; rows equal: {equal}")
-    print(f"{'':>22} {'process s':>10} {'NeFs/s':>8} {'fit s':>8} {'fit NeFs/s':>11}")
-    for name, r in (("1 process", res["one"]), (f"{args.shards} shards at once", res["sharded"])):
-        print(f"{name:>22} {r['process_s']:>10.1f} {r['nefs_per_s']:>8.1f} {r['fit_s']:>8.1f} {r['fit_nefs_per_s']:>11.1f}")
+    print(f"{'':>26} {'process s':>10} {'NeFs/s':>8} {'fit s':>8} {'fit NeFs/s':>11}")
+    for name, r in ((f"1 process, {res['threads_one']} threads", res["one"]), (f"{args.shards} shards at once", res["sharded"])):
+        print(f"{name:>26} {r['process_s']:>10.1f} {r['nefs_per_s']:>8.1f} {r['fit_s']:>8.1f} {r['fit_nefs_per_s']:>11.1f}")
     print(f"ratio (shards / one): {res['ratio']:.2f}x whole process, {res['fit_ratio']:.2f}x fit only; {out / 'results.json'}")
     return 0 if equal else 1
 

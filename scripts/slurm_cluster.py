@@ -126,11 +126,16 @@ class Cluster:
         self.env = {"SLURM_CONF": str(self.conf)}
 
     def pids(self) -> dict:
+        """{daemon: pid} of the daemons still running (a pid file whose process is another program is stale)."""
         out = {}
         for d in DAEMONS:
             f = self.state / f"{d}.pid"
-            if f.exists() and f.read_text().strip():
-                out[d] = int(f.read_text().split()[0])
+            try:
+                pid = int(f.read_text().split()[0])
+                if d.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    out[d] = pid
+            except (OSError, IndexError, ValueError):
+                pass
         return out
 
     def run(self, *cmd, check=True) -> subprocess.CompletedProcess:
@@ -144,22 +149,39 @@ class Cluster:
         return r.stdout.strip() if r.returncode == 0 else ""
 
     def stop(self) -> None:
-        """SIGTERM the daemons this cluster's pid files name (slurmd, slurmctld, munged), then wait."""
+        """Cancel the jobs, SIGTERM the daemons this cluster's pid files name, then end what is left of
+        its jobs: a job step whose slurmd is gone waits for it for ever (slurmstepd and srun stay)."""
+        if self.pids().get("slurmctld"):
+            self.run("scancel", "--partition", self.partition, check=False)
+            _wait(lambda: not self.run("squeue", "-h", "-o", "%i", check=False).stdout.strip(), 30, "jobs", fail=False)
         pids = self.pids()
         for d in reversed(DAEMONS):
             if d in pids:
-                try:
-                    os.kill(pids[d], signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 15
-        for pid in pids.values():
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
+                _signal(pids[d], signal.SIGTERM)
+        _wait(lambda: not any(_alive(p) for p in pids.values()), 15, "daemons", fail=False)
+        for pid in self._job_processes():
+            _signal(pid, signal.SIGKILL)
+
+    def _job_processes(self) -> list:
+        """This cluster's slurmstepd processes (they inherit its slurmd's SLURM_CONF) and their descendants."""
+        mark = f"SLURM_CONF={self.conf}".encode()
+        parent, steps = {}, []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if (proc / "cmdline").read_bytes().startswith(b"slurmstepd") and \
+                        mark in (proc / "environ").read_bytes().split(b"\0"):
+                    steps.append(int(proc.name))
+            except (OSError, IndexError, ValueError):
+                pass
+        out, todo = [], list(steps)
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            todo += [c for c, p in parent.items() if p == pid]
+        return out
 
     def logs(self) -> str:
         parts = []
@@ -212,12 +234,29 @@ def start(state=None, *, cpus=None, timeout: float = 60.0) -> Cluster:
     return cluster
 
 
-def _wait(ready, timeout: float, what: str) -> None:
+def _wait(ready, timeout: float, what: str, fail: bool = True) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         if time.monotonic() > deadline:
+            if not fail:
+                return
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _signal(pid: int, sig) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def main(argv=None) -> int:

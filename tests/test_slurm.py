@@ -22,7 +22,7 @@ from nefs.errors import FitnefError
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 64  # NeFs of the fit: 4 shards of 16, one chunk each (2 CPUs: shards 2 and 3 start when 0 and 1 end)
-FIT = [f"task.train.end_idx={N}", "task.train.num_steps=100", "task.train.compile=false",
+FIT = [f"task.train.end_idx={N}", "task.train.num_steps=50", "task.train.compile=false",
        "task.log.progress=false", "scheduler.value=1e-3"]
 CHUNK = "task.train.num_parallel_nefs=16"
 
