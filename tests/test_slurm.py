@@ -21,7 +21,7 @@ from nefs import open_store
 from nefs.errors import FitnefError
 
 ROOT = Path(__file__).resolve().parents[1]
-N = 64  # NeFs of the fit: 4 shards of 16, one chunk each (2 CPUs: shards 2 and 3 start when 0 and 1 end)
+N = 64  # NeFs of the fit: 4 shards of 16, one chunk each (2 CPUs: 2 shards at a time)
 FIT = [f"task.train.end_idx={N}", "task.train.num_steps=50", "task.train.compile=false",
        "task.log.progress=false", "scheduler.value=1e-3"]
 CHUNK = "task.train.num_parallel_nefs=16"
@@ -108,7 +108,8 @@ def test_four_slurm_shards_equal_one_process(cluster, reference, tmp_path):
 
 def test_status_while_running_then_scancel_and_resubmit(cluster, reference, tmp_path):
     store = tmp_path / "store"
-    cmd = _sharded_fit(cluster, tmp_path, store)
+    # one array task at a time: after shard 0's rows, the 3 others are still to come while status and scancel run
+    cmd = [*_sharded_fit(cluster, tmp_path, store), "hydra.launcher.array_parallelism=1"]
     launcher = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **cluster.env}, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     try:
@@ -141,7 +142,7 @@ def test_status_while_running_then_scancel_and_resubmit(cluster, reference, tmp_
 
     s = open_store(store)
     cut = np.flatnonzero(s.done[:N])
-    assert 0 < len(cut) < N, "the fit finished before scancel; the test needs it cancelled mid-fit"
+    assert 0 < len(cut) < N, f"the fit finished before scancel; the test needs it cancelled mid-fit\n{st}"
     _assert_equal_rows(s, reference, cut)  # what the cancelled jobs wrote is whole and right
 
     r = _run(cmd, cluster)  # resubmitted: fits only the rest
