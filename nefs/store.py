@@ -9,9 +9,11 @@ Layout (T = number of NeF indices, P = parameters per NeF):
 
 Crash safety: zarr's local store writes each chunk file atomically (temp file + rename); a row's
 params and metrics are written before its ``done`` flag, so a killed fit leaves rows either done
-and whole, or not done (refitted on resume). Every write holds an exclusive file lock, so processes
-fitting disjoint ranges into one store serialise their read-modify-write of shared chunks.
+and whole, or not done (refitted on resume). Processes fitting disjoint ranges into one store hold an
+exclusive file lock for writes to chunks they may share; a shard whose range falls on chunk boundaries
+owns its chunk files and writes them without it (``write_rows(..., exclusive=)``).
 """
+import contextlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -46,6 +48,12 @@ def diff_keys(a, b, prefix="") -> list:
             out += diff_keys(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}{k}.")
         return out
     return [] if a == b else [f"{prefix[:-1]}: {a!r} (store) != {b!r} (now)"]
+
+
+def _inside(array, rows: np.ndarray, lo: int, hi: int) -> bool:
+    """Do the chunk files that ``rows`` (sorted) touch in ``array`` hold only rows of [lo, hi)?"""
+    c, n = int(array.chunks[0]), int(array.shape[0])
+    return int(rows[0]) // c * c >= lo and min((int(rows[-1]) // c + 1) * c, n) <= hi
 
 
 class NefStore:
@@ -140,13 +148,26 @@ class NefStore:
         done = self.group["done"][start:end]
         return np.flatnonzero(~done) + start
 
-    def write_rows(self, rows: np.ndarray, params: np.ndarray, metric: np.ndarray, steps: np.ndarray) -> None:
-        """Write fitted rows (sorted indices); ``done`` is set only after the data is on disk."""
+    @property
+    def chunk_rows(self) -> int:
+        """Rows per chunk file of the per-row arrays (all share it): the unit of lock-free writing."""
+        return int(self.group["params"].chunks[0])
+
+    def write_rows(self, rows: np.ndarray, params: np.ndarray, metric: np.ndarray, steps: np.ndarray, *,
+                   exclusive: Optional[tuple] = None) -> None:
+        """Write fitted rows (sorted indices); ``done`` is set only after the data is on disk.
+
+        ``exclusive=(lo, hi)``: the caller's promise that no other process writes rows in [lo, hi) (a
+        shard's range). A write whose chunk files all lie inside that range can then take no lock: nobody
+        else writes those files, and each file is replaced atomically. Any other write (a range not on
+        chunk boundaries shares its edge chunks with a neighbour) holds the store's file lock."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return
         g = self.group
-        with _lock(self.path):  # one orthogonal write per array, whatever gaps the rows have
+        arrays = ("params", self.metric_name, "steps", "done")
+        mine = exclusive is not None and all(_inside(g[a], rows, *exclusive) for a in arrays)
+        with (contextlib.nullcontext() if mine else _lock(self.path)):  # one orthogonal write per array
             g["params"].set_orthogonal_selection((rows, slice(None)), params.astype(np.float32))
             g[self.metric_name].set_orthogonal_selection(rows, metric.astype(np.float32))
             g["steps"].set_orthogonal_selection(rows, steps.astype(np.int32))

@@ -99,6 +99,7 @@ def open_run_store(plan: RunPlan) -> NefStore:
         chunk_rows=plan.execution.chunk,
         modality={"name": cls.name, "class": locator(cls), **plan.modality.attrs()},
         nef=plan.nef_record, metric=cls.metric, versions=versions())
+    plan.align_shard(store.chunk_rows)  # this shard's chunks (the store may predate this run's chunk)
     store.update_attrs(run_attrs(plan.cfg, plan.sharding))  # dataset location, sharding: for inspect / status
     return store
 
@@ -109,6 +110,7 @@ class RowWriter:
 
     def __init__(self, store: NefStore, plan: RunPlan, progress: Progress, logger=None):
         self.store, self.layout, self.chunk = store, plan.layout, plan.execution.chunk
+        self.exclusive = None if plan.sharding is None else (plan.start, plan.end)
         self.progress, self.logger = progress, logger
         self.buffer: list = []     # (rows, flat params, metric, steps) fitted, not yet written
         self.metrics: list = []
@@ -135,7 +137,8 @@ class RowWriter:
             rows, flat, metric, steps = (np.concatenate(x) for x in zip(*self.buffer))
             order = np.argsort(rows)  # continuous batching finishes rows out of order
             t = time.perf_counter()
-            self.store.write_rows(rows[order], flat[order], metric[order], steps[order])
+            self.store.write_rows(rows[order], flat[order], metric[order], steps[order],
+                                  exclusive=self.exclusive)  # a shard's own chunks need no lock
             self.write_s += time.perf_counter() - t
             self.buffer.clear()
 

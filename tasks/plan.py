@@ -181,6 +181,7 @@ class RunPlan:
     template: torch.nn.Module      # on the CPU: init_stacked draws into it
     layout: ParamLayout
     seeds: list
+    span: tuple                    # [start_idx, end_idx) of the config, before sharding
     start: int                     # this process's range [start, end) of [0, total)
     end: int
     total: int
@@ -211,6 +212,10 @@ class RunPlan:
             out[name] = np.tile(per_signal, (k,) + (1,) * (per_signal.ndim - 1))
         return out
 
+    def align_shard(self, chunk_rows: int) -> None:
+        """Cut this process's shard at the store's chunk boundaries, so shards own their chunk files."""
+        self.start, self.end, self.sharding = shard_range(self.cfg.task, *self.span, chunk_rows)
+
     def make(self, rows: np.ndarray):
         """(initial params, problem) of NeF rows ``rows`` on the plan's device."""
         device, tr = self.execution.device, self.cfg.task.train
@@ -236,6 +241,7 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     if not 0 <= start < end <= total:
         raise FitnefError(f"task.train.start_idx={start}, end_idx={end}: need 0 <= start < end <= {total} "
                           f"({len(seeds)} seeds x {m} signals)")
+    span = (start, end)   # the whole range; shards of it are cut at the store's chunk boundaries (fit re-cuts them)
     start, end, sharding = shard_range(cfg.task, start, end)  # task.shard of task.num_shards: this part
     device = shard_device(device, cfg.device, cfg.task.get("shard"))
     chunk = chunk_setting(tr.num_parallel_nefs)
@@ -252,6 +258,6 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     nef_record = {**OmegaConf.to_container(cfg.nef, resolve=True),  # all build_model() needs
                   "in_features": modality.in_features, "out_features": modality.out_features}
     return RunPlan(cfg=cfg, modality=modality, labels=np.asarray(labels), template=template, layout=layout,
-                   seeds=seeds, start=start, end=end, total=total, sharding=sharding, optimizer=optimizer,
+                   seeds=seeds, span=span, start=start, end=end, total=total, sharding=sharding, optimizer=optimizer,
                    schedule=schedule, learned=learned, identity=ident, pending=pending, execution=execution,
                    nef_record=nef_record)

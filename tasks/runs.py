@@ -2,7 +2,8 @@
 shard, and the run facts a store keeps for later tools (``tasks.status``, ``tasks.inspect``).
 
 Sharding: ``task.shard=i task.num_shards=n`` fits the i-th of n contiguous, near-equal parts of
-[start_idx, end_idx). Shards are disjoint, so n processes (a joblib or SLURM multirun) fill one store;
+[start_idx, end_idx), cut at the store's chunk boundaries. Shards are disjoint, so n processes (a joblib
+or SLURM multirun) fill one store, and as no two of them share a chunk file they write without a lock;
 a NeF's result does not depend on the range it was fitted in, so the store equals a 1-process fit.
 """
 from typing import Optional, Tuple
@@ -15,10 +16,23 @@ from nefs.errors import FitnefError
 from .data_source import resolve_data_path
 
 
-def shard_bounds(start: int, end: int, num_shards: int) -> list:
-    """[(lo, hi)] of ``num_shards`` contiguous, near-equal parts of [start, end) (sizes differ by <= 1)."""
-    n = end - start
-    return [(start + n * k // num_shards, start + n * (k + 1) // num_shards) for k in range(num_shards)]
+def shard_bounds(start: int, end: int, num_shards: int, chunk_rows: int = 1) -> list:
+    """[(lo, hi)] of ``num_shards`` contiguous parts of [start, end) whose inner boundaries fall on the
+    store's chunk boundaries (multiples of ``chunk_rows``), so that no two shards write one chunk file and
+    shards need no lock for their rows. Each shard gets a near-equal number of the range's chunk pieces
+    (counts differ by <= 1); with 1-row chunks that is near-equal rows (sizes differ by <= 1). A range of
+    fewer pieces than shards is split by rows instead, unaligned (those writes take the store's lock)."""
+    pieces = _chunk_cuts(start, end, max(1, int(chunk_rows)))  # piece j is [pieces[j], pieces[j + 1])
+    if len(pieces) - 1 < num_shards:
+        pieces = list(range(start, end + 1))
+    p = len(pieces) - 1
+    return [(pieces[p * k // num_shards], pieces[p * (k + 1) // num_shards]) for k in range(num_shards)]
+
+
+def _chunk_cuts(start: int, end: int, chunk_rows: int) -> list:
+    """start, the multiples of chunk_rows strictly inside (start, end), end."""
+    first = (start // chunk_rows + 1) * chunk_rows
+    return [start, *range(first, end, chunk_rows), end] if end > start else [start]
 
 
 def shard_settings(task_cfg) -> Tuple[Optional[int], int]:
@@ -42,12 +56,13 @@ def shard_settings(task_cfg) -> Tuple[Optional[int], int]:
     return shard, num_shards
 
 
-def shard_range(task_cfg, start: int, end: int) -> Tuple[int, int, Optional[dict]]:
-    """This process's [lo, hi) of [start, end), and the sharding record for the store (None: unsharded)."""
+def shard_range(task_cfg, start: int, end: int, chunk_rows: int = 1) -> Tuple[int, int, Optional[dict]]:
+    """This process's [lo, hi) of [start, end), aligned to the store's ``chunk_rows`` (see shard_bounds),
+    and the sharding record for the store (None: unsharded)."""
     shard, num_shards = shard_settings(task_cfg)
     if shard is None:
         return start, end, None
-    lo, hi = shard_bounds(start, end, num_shards)[shard]
+    lo, hi = shard_bounds(start, end, num_shards, chunk_rows)[shard]
     return lo, hi, {"num_shards": num_shards, "start": start, "end": end}
 
 

@@ -1,7 +1,8 @@
 """Progress of a store: ``python -m tasks.status task.nef_dir=<store>``.
 
 Done / total, PSNR (the store's metric) so far, and per shard: the shards the store's last sharded
-fit recorded, or an equal split of [0, T) given ``task.num_shards=<n>``. Reads only; safe while
+fit recorded, or an equal split of [0, T) given ``task.num_shards=<n>`` (both cut at the store's chunk
+boundaries, as tasks.fit cuts them). Reads only; safe while
 fits are writing. Takes every key of tasks.fit, so ``python -m tasks.status nef=mlp`` shows the
 default MLP store. Also writes nothing to outputs/ (no Hydra run dir).
 """
@@ -40,7 +41,8 @@ def status(path, num_shards=None) -> dict:
         rec = {"num_shards": n, "start": start, "end": end}
     shards = []
     if rec.get("num_shards"):
-        for k, (lo, hi) in enumerate(shard_bounds(int(rec["start"]), int(rec["end"]), int(rec["num_shards"]))):
+        for k, (lo, hi) in enumerate(shard_bounds(int(rec["start"]), int(rec["end"]), int(rec["num_shards"]),
+                                                     store.chunk_rows)):
             d = done[lo:hi]
             shards.append({"shard": k, "start": lo, "end": hi, "done": int(d.sum()), "total": hi - lo,
                            f"{name}_mean": float(metric[lo:hi][d].mean()) if d.any() else None})
