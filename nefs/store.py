@@ -207,8 +207,21 @@ class NefStore:
             raise FitnefError(f"store {self.path} holds {self.modality_info['name']} NeFs, which have no {op}()")
         return fn
 
-    def dataset(self, only_done: bool = True) -> "NefDataset":
-        return NefDataset(self, only_done)
+    def dataset(self, only_done: bool = True, split=None, normalize=False, transform=None, **split_kw):
+        """Done rows as (params, label); ``split`` train/val/test (by signal, nefs.splits), ``normalize``
+        True/"param"/"layer" with train-split statistics, ``transform`` on the raw params (nefs.weight_space)."""
+        if split is None and not normalize and transform is None and not split_kw:
+            return NefDataset(self, only_done)
+        from .weight_space import NeuralDataset
+
+        return NeuralDataset(self, split, normalize, transform, only_done, **split_kw)
+
+    def weight_space(self, rows=None):
+        """Rows (default: the done rows) as per-layer weights (N, out, in) and biases (N, out)."""
+        from .weight_space import WeightSpace
+
+        rows = np.flatnonzero(self.done) if rows is None else np.atleast_1d(np.asarray(rows))
+        return WeightSpace.from_flat(self.params.get_orthogonal_selection((rows, slice(None))), self.layout)
 
 
 class NefDataset(torch.utils.data.Dataset):
