@@ -18,8 +18,9 @@ def random_rows(module, n, seed=0):
     return layout, torch.randn(n, layout.size, generator=gen)
 
 
-def make_store(path, rows=40, seeds=2, classes=4, chunk=8, dataset=None, nef=None):
-    """A store of random SIREN rows: ``rows`` NeFs of rows // seeds signals; all done."""
+def make_store(path, rows=40, seeds=2, classes=4, chunk=8, dataset=None, nef=None, params=None):
+    """A store of ``params`` (default random) SIREN rows: ``rows`` NeFs of rows // seeds signals; all done.
+    ``params`` may be a function of the labels."""
     nef = nef or {"_target_": "nefs.SIREN", "name": "SIREN", "hidden_dim": 8, "num_layers": 3, "omega_0": 8.0}
     from hydra.utils import instantiate
     layout = ParamLayout.of(instantiate({k: v for k, v in nef.items() if k != "name"}))
@@ -31,8 +32,10 @@ def make_store(path, rows=40, seeds=2, classes=4, chunk=8, dataset=None, nef=Non
         modality={"name": "image", "shape": [6, 6, 1], "mean": [0.5], "std": [0.25]}, nef=nef)
     if dataset:
         store.update_attrs({"dataset": dataset})
-    gen = torch.Generator().manual_seed(1)
-    params = torch.randn(rows, layout.size, generator=gen).numpy() * 0.5
+    if params is None:
+        params = torch.randn(rows, layout.size, generator=torch.Generator().manual_seed(1)).numpy() * 0.5
+    elif callable(params):
+        params = params(sig % classes, layout.size)
     store.write_rows(np.arange(rows), params, np.full(rows, 20.0), np.full(rows, 10))
     return open_store(path)
 
