@@ -42,6 +42,8 @@ def _classifier(cfg_classifier, layout, num_classes):
 
 def _accuracy(model, x, y, batch_size=1024):
     model.eval()
+    if len(y) == 0:  # an empty split (no test split in a tuning trial)
+        return float("nan"), y.clone()
     with torch.no_grad():
         pred = torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
     return float((pred == y).float().mean()) if len(y) else float("nan"), pred
@@ -64,7 +66,7 @@ def evaluate_store(path, cfg: DictConfig, progress: bool = True) -> dict:
     if ev.get("max_rows"):
         done = done[:int(ev.max_rows)]
     splits = split_rows(store, done, fractions=list(ev.split_fractions), seed=int(ev.split_seed))
-    classes = check_classes(store, splits)
+    classes = check_classes(store, splits, need=[k for k in splits if k != "test" or len(splits[k])])
     num_classes = int(classes.max()) + 1
     labels = store.labels
     mode = normalize_mode(cfg.classifier.get("normalize", "param"))

@@ -5,7 +5,9 @@ Hydra's Optuna sweeper (hydra-optuna-sweeper) draws each trial's overrides from 
 store that is deleted afterwards, and returns the objective:
 
 - ``psnr``: mean PSNR (the store's metric) of the trial's NeFs;
-- ``nefs_per_s``: NeFs that reach ``task.train.target_psnr``, per second of fitting.
+- ``nefs_per_s``: NeFs that reach ``task.train.target_psnr``, per second of fitting;
+- ``downstream``: validation accuracy of a weight-space classifier trained on the trial's NeFs
+  (``hparams_search=downstream``; tasks/evaluate.py, ``classifier`` and ``evaluate.*`` keys).
 
 At the end (tasks/callbacks.py: TuneSummary) a table of trials is printed, and the best trial as a
 ``python -m tasks.fit ...`` command, saved in the sweep dir as ``best_command.sh`` and ``best.json``.
@@ -28,7 +30,7 @@ from nefs.errors import FitnefError, reported_as_one_line
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("psnr", "nefs_per_s")
+OBJECTIVES = ("psnr", "nefs_per_s", "downstream")
 
 
 def trial(cfg: DictConfig) -> tuple:
@@ -62,6 +64,10 @@ def trial(cfg: DictConfig) -> tuple:
         metric = store.metric[start:start + n]
         if objective == "psnr":
             value = float(np.mean(metric))
+        elif objective == "downstream":
+            from .evaluate import evaluate_store
+
+            value = evaluate_store(tmp / "store", cfg, progress=False)["val_accuracy"]
         else:
             target = float(cfg.task.train.target_psnr)
             value = float(np.sum(metric >= target)) / summary.wall_s if summary.wall_s else 0.0

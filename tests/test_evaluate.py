@@ -95,3 +95,20 @@ def test_bad_stores_are_one_line_errors(tmp_path):
     make_store(tmp_path / "few", rows=12, seeds=1, classes=6)
     with pytest.raises(FitnefError, match="has no rows of class"):
         evaluate_store(tmp_path / "few", compose_evaluate(), progress=False)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+                    reason="needs fitnef[tune]")
+def test_tune_downstream_objective_is_a_validation_accuracy(tmp_path):
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "tune"
+    r = subprocess.run([sys.executable, "-m", "tasks.tune", "hparams_search=downstream", "hydra.sweeper.n_trials=2",
+                        "tune.num_nefs=100", "task.train.num_steps=10", "evaluate.split_fractions=[0.5,0.5,0.0]",
+                        "evaluate.max_epochs=3", f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    values = [json.loads(p.read_text())["objective"] for p in sorted(sweep.glob("*/summary.json"))]
+    assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values)
+    line = next(l for l in r.stdout.splitlines() if l.startswith("python -m tasks.fit"))
+    assert "task.train.fixed_init=" in line and "evaluate." not in line  # a command tasks.fit accepts
