@@ -154,3 +154,21 @@ def test_export_of_a_store_without_done_rows_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         export_nefs.main(["fit-a-nef", str(tmp_path / "empty"), str(tmp_path / "out")])
     assert "no done rows" in capsys.readouterr().err
+
+
+def test_a_fitted_store_exported_and_imported_reconstructs_to_its_psnr(tmp_path, compose, capsys):
+    from tasks.fitting import fit
+
+    fit(compose("task.train.num_steps=20", "task.train.compile=false", "task.train.end_idx=12",
+                "task.train.num_parallel_nefs=6", nef_dir=tmp_path / "fitted"))
+    fitted = open_store(tmp_path / "fitted")
+    export_nefs.main(["fit-a-nef", str(tmp_path / "fitted"), str(tmp_path / "fan")])
+    assert sorted(p.name for p in (tmp_path / "fan").iterdir()) == ["nefs_0-6.hdf5", "nefs_6-12.hdf5"]
+    info = fitted.modality_info
+    import_nefs.main(["fit-a-nef", str(tmp_path / "fan"), str(tmp_path / "back"), "--shape", "28,28,1",
+                      "--mean", repr(info["mean"][0]), "--std", repr(info["std"][0]), "--data", "digits",
+                      "--num-signals", "1797"])
+    assert "psnr" in capsys.readouterr().out
+    back = open_store(tmp_path / "back")
+    assert np.allclose(back.psnr[:12], fitted.psnr[:12], atol=1e-3)
+    assert np.array_equal(back.signal_idx[:12], fitted.signal_idx[:12])
