@@ -61,6 +61,8 @@ def check_classes(store, splits: Dict[str, np.ndarray], need=("train", "val", "t
     """The classes of the store's rows; every split in ``need`` must have every class."""
     labels = store.labels
     classes = np.unique(labels[np.concatenate([splits[k] for k in splits])])
+    if len(classes) and classes[0] < 0:
+        raise FitnefError(f"store {store.path} has rows without a label ({classes[0]}); a classifier needs labels")
     for name in need:
         have = np.unique(labels[splits[name]])
         missing = np.setdiff1d(classes, have)
