@@ -23,8 +23,13 @@ FORMATS = ("fit-a-nef", "state-dicts")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _floats(text):
-    return None if text is None else [float(v) for v in text.split(",")]
+def _numbers(text, kind=float, flag="--mean"):
+    if text is None:
+        return None
+    try:
+        return [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise FitnefError(f"{flag}={text!r}: expected comma-separated numbers, e.g. 0.5 or 0.5,0.4,0.3") from None
 
 
 def dataset_record(name: str, path=None) -> dict:
@@ -84,8 +89,8 @@ def main(argv=None) -> None:
     with reported_as_one_line():
         from nefs import formats
 
-        shape = None if args.shape is None else [int(v) for v in args.shape.split(",")]
-        kw = dict(dataset=args.dataset, shape=shape, mean=_floats(args.mean), std=_floats(args.std))
+        kw = dict(dataset=args.dataset, shape=_numbers(args.shape, int, "--shape"), mean=_numbers(args.mean),
+                  std=_numbers(args.std, flag="--std"))
         if args.format == "fit-a-nef":
             store = formats.import_fit_a_nef(args.source, args.store, omega_0=args.omega_0,
                                              num_signals=args.num_signals, **kw)
