@@ -265,3 +265,29 @@ class ChunkedRows(torch.utils.data.IterableDataset):
                     bx = self.transform(bx)
                 yield bx, torch.from_numpy(y[b:b + self.batch_size])
             carry_x, carry_y = x[n_full:], y[n_full:]
+
+
+def canonical_signs(ws: WeightSpace) -> WeightSpace:
+    """The same functions for an *odd* activation (SIREN's sine): every hidden neuron flipped so its bias is >= 0.
+
+    sin(-z) = -sin(z), so negating a neuron's incoming weights and bias negates its output, which negating its
+    outgoing weights undoes: a second symmetry besides the order of neurons. Choosing one sign per neuron
+    removes it (not valid for ReLU or other non-odd activations)."""
+    weights, biases = list(ws.weights), list(ws.biases)
+    for layer in range(len(weights) - 1):
+        s = torch.where(biases[layer] < 0, -1.0, 1.0).to(biases[layer].dtype)
+        weights[layer] = weights[layer] * s[:, :, None]
+        biases[layer] = biases[layer] * s
+        weights[layer + 1] = weights[layer + 1] * s[:, None, :]
+    return WeightSpace(ws.layout, weights, biases)
+
+
+class CanonicalSigns:
+    """Transform: ``canonical_signs`` on flat rows (function-preserving for odd activations only)."""
+
+    def __init__(self, layout: ParamLayout):
+        linear_chain(layout)
+        self.layout = layout
+
+    def __call__(self, flat: torch.Tensor) -> torch.Tensor:
+        return canonical_signs(WeightSpace.from_flat(flat, self.layout)).to_flat().reshape(flat.shape)

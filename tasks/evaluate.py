@@ -72,6 +72,10 @@ def evaluate_store(path, cfg: DictConfig, progress: bool = True) -> dict:
     mode = normalize_mode(cfg.classifier.get("normalize", "param"))
     raw = {k: torch.from_numpy(np.asarray(store.params.get_orthogonal_selection((r, slice(None))))).to(device)
            for k, r in splits.items()}
+    if ev.get("canonical_signs"):
+        from nefs.weight_space import CanonicalSigns
+
+        raw = {k: CanonicalSigns(store.layout)(v.cpu()).to(device) for k, v in raw.items()}
     y = {k: torch.from_numpy(labels[r]).to(device) for k, r in splits.items()}
     mean, std = (torch.from_numpy(a).to(device) for a in normalization_stats(raw["train"].cpu().numpy(),
                                                                              store.layout, mode))
@@ -133,6 +137,7 @@ def evaluate_store(path, cfg: DictConfig, progress: bool = True) -> dict:
         "confusion": confusion.tolist(), "classes": [int(c) for c in classes],
         "best_epoch": best[1], "epochs": epoch + 1, "normalize": mode,
         "augment": {"permute": bool(ev.augment_permute), "noise_std": float(ev.noise_std)},
+        "canonical_signs": bool(ev.get("canonical_signs", False)),
         "rows": {k: int(len(v)) for k, v in splits.items()},
         "signals": {k: int(len(np.unique(store.signal_idx[v]))) for k, v in splits.items()},
         "dataset": dataset_name(store), "metric": store.metric_name,

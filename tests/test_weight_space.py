@@ -8,7 +8,7 @@ from nefs.errors import FitnefError
 from nefs.splits import check_classes, split_rows, split_signals
 from nefs.stack import ParamLayout
 from nefs.store import NefStore
-from nefs.weight_space import (ChunkedRows, GaussianNoise, RandomPermutation, WeightSpace, linear_chain,
+from nefs.weight_space import (CanonicalSigns, ChunkedRows, GaussianNoise, RandomPermutation, WeightSpace, linear_chain,
                                normalization_stats, permute_hidden, random_permutations)
 
 
@@ -154,3 +154,18 @@ def test_chunked_rows_read_every_row_once_per_epoch(tmp_path):
         order = np.lexsort(x.T[::-1])
         assert np.array_equal(x[order], want[np.lexsort(want.T[::-1])])
         assert sorted(y.tolist()) == sorted(store.labels[rows].tolist())
+
+
+def test_canonical_signs_keep_a_siren_and_make_hidden_biases_non_negative():
+    from nefs.stack import stacked_forward
+
+    module = SIREN(hidden_dim=8, num_layers=4)
+    layout, flat = random_rows(module, 6)
+    flat = flat * 0.3
+    canon = CanonicalSigns(layout)(flat)
+    ws = WeightSpace.from_flat(canon, layout)
+    assert all((b >= 0).all() for b in ws.biases[:-1]) and not torch.equal(canon, flat)
+    coords = torch.rand(50, 2) * 2 - 1
+    f = stacked_forward(module)
+    with torch.no_grad():
+        assert torch.allclose(f(layout.unflatten(canon), coords), f(layout.unflatten(flat), coords), atol=1e-6)
