@@ -258,8 +258,21 @@ class NefStore:
         fn = getattr(cls, op)
         return lambda *args, **kwargs: fn(self, *args, **kwargs)
 
-    def dataset(self, only_done: bool = True) -> "NefDataset":
-        return NefDataset(self, only_done)
+    def dataset(self, only_done: bool = True, split=None, normalize=False, transform=None, **split_kw):
+        """Done rows as (params, label); ``split`` train/val/test (by signal, nefs.splits), ``normalize``
+        True/"param"/"layer" with train-split statistics, ``transform`` on the raw params (nefs.weight_space)."""
+        if split is None and not normalize and transform is None and not split_kw:
+            return NefDataset(self, only_done)
+        from .weight_space import NeuralDataset
+
+        return NeuralDataset(self, split, normalize, transform, only_done, **split_kw)
+
+    def weight_space(self, rows=None):
+        """Rows (default: the done rows) as per-layer weights (N, out, in) and biases (N, out)."""
+        from .weight_space import WeightSpace
+
+        rows = np.flatnonzero(self.done) if rows is None else np.atleast_1d(np.asarray(rows))
+        return WeightSpace.from_flat(self.params.get_orthogonal_selection((rows, slice(None))), self.layout)
 
 
 class NefDataset(torch.utils.data.Dataset):
@@ -284,4 +297,6 @@ def open_store(path) -> NefStore:
     group = zarr.open_group(str(path), mode="r")
     if "param_layout" not in group.attrs:
         raise FitnefError(f"{path} is a zarr group but not a fitnef store (no param_layout attribute)")
+    if not group.attrs.get("complete"):
+        raise FitnefError(f"store {path} is being created, or its creation was interrupted (rerun the fit)")
     return NefStore(path, group)

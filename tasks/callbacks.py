@@ -95,7 +95,8 @@ class SweepSummary(Callback):
 
 
 # -- tune --------------------------------------------------------------------------------------------
-TUNE_ONLY = ("tune.", "hparams_search=", "task.nef_dir=", "task.train.start_idx=", "task.train.end_idx=")
+TUNE_ONLY = ("tune.", "hparams_search=", "task.nef_dir=", "task.train.start_idx=", "task.train.end_idx=",
+             "evaluate.", "classifier=", "classifier.")  # the last three: hparams_search=downstream's classifier
 
 
 def _value(v) -> str:

@@ -5,7 +5,9 @@ Hydra's Optuna sweeper (hydra-optuna-sweeper) draws each trial's overrides from 
 store that is deleted afterwards, and returns the objective:
 
 - ``metric``: the mean of the store's metric (PSNR for images, IoU for shapes) over the trial's NeFs;
-- ``nefs_per_s``: NeFs that reach ``task.train.target``, per second of fitting.
+- ``nefs_per_s``: NeFs that reach ``task.train.target``, per second of fitting;
+- ``downstream``: validation accuracy of a weight-space classifier trained on the trial's NeFs
+  (``hparams_search=downstream``; tasks/evaluate.py, ``classifier`` and ``evaluate.*`` keys).
 
 At the end (tasks/callbacks.py: TuneSummary) a table of trials is printed, and the best trial as a
 ``python -m tasks.fit ...`` command, saved in the sweep dir as ``best_command.sh`` and ``best.json``.
@@ -32,7 +34,7 @@ from .resolvers import register as register_resolvers
 log = logging.getLogger(__name__)
 register_resolvers()
 
-OBJECTIVES = ("metric", "nefs_per_s")
+OBJECTIVES = ("metric", "nefs_per_s", "downstream")
 
 
 def trial(cfg: DictConfig) -> tuple:
@@ -66,6 +68,10 @@ def trial(cfg: DictConfig) -> tuple:
         metric = store.metric[start:start + n]
         if objective == "metric":
             value = float(np.mean(metric))
+        elif objective == "downstream":
+            from .evaluate import evaluate_store
+
+            value = evaluate_store(tmp / "store", cfg, progress=False)["val_accuracy"]
         else:
             reached = store.metric_info.reached(torch.as_tensor(metric), float(cfg.task.train.target))
             value = float(reached.sum()) / summary.wall_s if summary.wall_s else 0.0
