@@ -19,9 +19,9 @@ from typing import Optional
 import numpy as np
 import torch
 import zarr
-from filelock import FileLock
 
 from .errors import FitnefError
+from .locking import StoreLock
 from .stack import ParamLayout
 
 ROW_ARRAYS = ("labels", "signal_idx", "seed")
@@ -29,12 +29,12 @@ RESERVED = ("params", "steps", "done", "psnr", "iou")
 LOCK_NAME = ".fitnef.lock"
 
 
-def _lock(path: Path) -> FileLock:
+def _lock(path: Path) -> StoreLock:
     """The store's write lock. It lives beside the store folder, not in it: creating a store
-    (zarr mode "w") empties the folder, and must not delete the lock it holds."""
+    (zarr mode "w") empties the folder, and must not delete the lock it holds. It times out naming
+    its holder, and OS errors inside it (full disk, no permission) are one-line errors (nefs/locking.py)."""
     path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path.parent / f".{path.name}{LOCK_NAME}"))
+    return StoreLock(path.parent / f".{path.name}{LOCK_NAME}", what=str(path))
 
 
 def diff_keys(a, b, prefix="") -> list:

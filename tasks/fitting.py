@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nefs.engine import ChunkFitter
+from nefs.locking import check_store_path
 from nefs.meta import load_init
 from nefs.errors import FitnefError
 from nefs.probe import choose_num_parallel
@@ -155,6 +156,7 @@ def load_modality(cfg: DictConfig):
 
 def fit(cfg: DictConfig) -> FitSummary:
     t_setup = time.perf_counter()
+    check_store_path(cfg.task.nef_dir)  # a path that cannot hold a store fails now, not after loading data
     tr = cfg.task.train
     device = resolve_device(cfg.device)
     modality, labels = load_modality(cfg)
