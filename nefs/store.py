@@ -21,6 +21,7 @@ import torch
 import zarr
 
 from .errors import FitnefError
+from .fingerprint import record_digests
 from .locking import StoreLock
 from .stack import ParamLayout
 
@@ -58,6 +59,7 @@ class NefStore:
         self.config = attrs["config"]
         self.modality_info = attrs["modality"]
         self.metric_name = attrs.get("metric", "psnr")
+        self.signal_digests = None  # {store chunk: hash of its signals}, set by nefs.fingerprint.verify_signals
 
     # -- creation / resume (used by the fitting tasks) ---------------------------------------
     @classmethod
@@ -132,6 +134,7 @@ class NefStore:
             return
         g = self.group
         with _lock(self.path):  # one orthogonal write per array, whatever gaps the rows have
+            record_digests(g, rows, self.signal_digests, g["params"].chunks[0])  # what data the rows came from
             g["params"].set_orthogonal_selection((rows, slice(None)), params.astype(np.float32))
             g[self.metric_name].set_orthogonal_selection(rows, metric.astype(np.float32))
             g["steps"].set_orthogonal_selection(rows, steps.astype(np.int32))

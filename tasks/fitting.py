@@ -23,13 +23,14 @@ from nefs.engine import ChunkFitter
 from nefs.locking import check_store_path
 from nefs.meta import load_init
 from nefs.errors import FitnefError
+from nefs.fingerprint import verify_signals
 from nefs.probe import choose_num_parallel
 from nefs.stack import ParamLayout, init_stacked
 from nefs.store import NefStore
 
 from .loggers import make_logger
 from .registry import modality_class
-from .runs import run_attrs, shard_device, shard_range
+from .runs import dataset_record, run_attrs, shard_device, shard_range
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ def fit(cfg: DictConfig) -> FitSummary:
         nef={**OmegaConf.to_container(cfg.nef, resolve=True),  # all build_model() needs
              "in_features": modality.in_features, "out_features": modality.out_features},
         metric=modality.metric_name, versions=versions())
+    verify_signals(store, modality.signal_bytes, start, end, dataset_record(cfg))  # same data as fitted?
     store.update_attrs(run_attrs(cfg, sharding))  # dataset location, sharding: for inspect / status
     pending = store.pending(start, end)
     log.info("store %s: %d of [%d, %d) to fit", store.path, len(pending), start, end)
