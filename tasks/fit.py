@@ -12,8 +12,10 @@ log = logging.getLogger(__name__)
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     from .fitting import fit
+    from .threads import use_allowed_cpus
 
     with reported_as_one_line():
+        use_allowed_cpus()  # the CPUs this process may use, shared with fits started beside it
         summary = fit(cfg)
     _write_summary(summary)
     print(summary.line())

@@ -314,6 +314,9 @@ def main(cfg: DictConfig) -> None:
 
     out = Path(HydraConfig.get().runtime.output_dir)
     with reported_as_one_line():
+        from tasks.threads import use_allowed_cpus
+
+        use_allowed_cpus()  # tasks/threads.py
         report = run(cfg, out)
     if report.get("modality") == "shape":
         from tasks.shape.inspect import summary_lines

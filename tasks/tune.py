@@ -77,6 +77,9 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     with reported_as_one_line():
+        from tasks.threads import use_allowed_cpus
+
+        use_allowed_cpus()  # tasks/threads.py
         value, summary = trial(cfg)
     data = dataclasses.asdict(summary)
     data.update({"objective": value, "objective_name": str(cfg.tune.objective), "store": "(temporary, deleted)"})
