@@ -54,4 +54,7 @@ def _process_age_s():
 
 
 if __name__ == "__main__":
+    from tasks.typos import refuse_typos
+
+    refuse_typos("config")  # did-you-mean before Hydra composes
     main()

@@ -333,4 +333,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from tasks.typos import refuse_typos
+
+    refuse_typos("inspect")  # did-you-mean before Hydra composes
     main()

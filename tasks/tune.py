@@ -97,4 +97,7 @@ if __name__ == "__main__":
     if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
         print("error: tasks.tune needs Hydra's Optuna sweeper: pip install 'fitnef[tune]'", file=sys.stderr)
         sys.exit(2)
+    from tasks.typos import refuse_typos
+
+    refuse_typos("tune")  # did-you-mean before Hydra composes
     main()
