@@ -11,6 +11,13 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _runs_outside_the_repo(tmp_path_factory):
+    """Hydra run and sweep dirs of the entry points the tests start go to a temp dir, not the user's outputs/."""
+    os.environ["FITNEF_RUNS"] = str(tmp_path_factory.mktemp("hydra_runs"))
+    yield
+
+
 @pytest.fixture
 def compose(tmp_path):
     """compose(*overrides) -> DictConfig of conf/config.yaml, with a store under tmp_path."""
