@@ -60,3 +60,19 @@ def test_concurrent_jobs_of_a_multirun():
     assert concurrent_jobs({**joblib, "n_jobs": 3}, num_jobs=8, allowed=16) == 3
     assert concurrent_jobs({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 8, 16) == 1
     assert count_jobs(["nef=siren,mlp", "task.shard=range(4)", "device=cpu"]) == 8
+
+
+def test_share_cpus_callback_tells_the_jobs_of_a_joblib_multirun(monkeypatch):
+    import os
+
+    from tasks.threads import ShareCpus
+
+    env = {k: v for k, v in os.environ.items() if k not in (JOBS_ENV, THREADS_ENV)}
+    monkeypatch.setattr(os, "environ", env)  # what the callback sets stays in this test
+    monkeypatch.setattr("tasks.threads.machine_plan", lambda env=None: plan_threads({}, {0, 1, 2, 3}, None, 4))
+    cfg = OmegaConf.create({"hydra": {"overrides": {"task": ["task.num_shards=2", "task.shard=0,1"]},
+                                      "launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher."
+                                                               "JoblibLauncher", "n_jobs": -1}}})
+    ShareCpus().on_multirun_start(cfg)
+    assert os.environ[JOBS_ENV] == "2"      # 2 jobs on 4 CPUs: 2 threads each, not joblib's 4 // 4 = 1
+    assert plan_threads(dict(os.environ, OMP_NUM_THREADS="1"), {0, 1, 2, 3}, None, 4).threads == 2
