@@ -91,6 +91,9 @@ class Modality(Protocol):
     def row_arrays(self) -> dict:
         """Per-signal arrays (M, ...) that the store keeps with each row (e.g. a shape's frame)."""
 
+    def signal_bytes(self, i: int) -> bytes:
+        """Signal i's content, hashed into the store's data fingerprint (nefs/fingerprint.py)."""
+
     def problem(self, signal_idx, seeds, nef_idx, train_cfg, device) -> Problem: ...
 
     @classmethod

@@ -21,9 +21,10 @@ from typing import Optional
 import numpy as np
 import torch
 import zarr
-from filelock import FileLock
 
 from .errors import FitnefError
+from .fingerprint import record_digests
+from .locking import StoreLock
 from .modality import Metric, lookup
 from .stack import ParamLayout
 
@@ -32,12 +33,12 @@ RESERVED = ("params", "steps", "done", *ROW_ARRAYS)  # and the store's metric
 LOCK_NAME = ".fitnef.lock"
 
 
-def _lock(path: Path) -> FileLock:
+def _lock(path: Path) -> StoreLock:
     """The store's write lock. It lives beside the store folder, not in it: creating a store
-    (zarr mode "w") empties the folder, and must not delete the lock it holds."""
+    (zarr mode "w") empties the folder, and must not delete the lock it holds. It times out naming
+    its holder, and OS errors inside it (full disk, no permission) are one-line errors (nefs/locking.py)."""
     path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path.parent / f".{path.name}{LOCK_NAME}"))
+    return StoreLock(path.parent / f".{path.name}{LOCK_NAME}", what=str(path))
 
 
 def diff_keys(a, b, prefix="") -> list:
@@ -68,6 +69,7 @@ class NefStore:
         self.modality_info = attrs["modality"]   # the modality's own decoding facts (Modality.attrs)
         self.metric_info = Metric.from_json(attrs.get("metric", "psnr"))
         self.metric_name = self.metric_info.name
+        self.signal_digests = None  # {store chunk: hash of its signals}, set by nefs.fingerprint.verify_signals
 
     # -- creation / resume (used by the fitting tasks) ---------------------------------------
     @classmethod
@@ -168,6 +170,7 @@ class NefStore:
         arrays = ("params", self.metric_name, "steps", "done")
         mine = exclusive is not None and all(_inside(g[a], rows, *exclusive) for a in arrays)
         with (contextlib.nullcontext() if mine else _lock(self.path)):  # one orthogonal write per array
+            record_digests(g, rows, self.signal_digests, g["params"].chunks[0])  # what data the rows came from
             g["params"].set_orthogonal_selection((rows, slice(None)), params.astype(np.float32))
             g[self.metric_name].set_orthogonal_selection(rows, metric.astype(np.float32))
             g["steps"].set_orthogonal_selection(rows, steps.astype(np.int32))

@@ -249,4 +249,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from tasks.typos import refuse_typos
+
+    refuse_typos("evaluate")  # did-you-mean before Hydra composes
     main()

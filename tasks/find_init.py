@@ -92,9 +92,15 @@ def compare(cfg, modality, template, inits: dict, held_idx, device) -> dict:
 @hydra.main(config_path="../conf", config_name="find_init", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with reported_as_one_line():
+        from tasks.threads import use_allowed_cpus
+
+        use_allowed_cpus()  # tasks/threads.py
         report = run(cfg)
     print(json.dumps(report))
 
 
 if __name__ == "__main__":
+    from tasks.typos import refuse_typos
+
+    refuse_typos("find_init")  # did-you-mean before Hydra composes
     main()

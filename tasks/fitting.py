@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from nefs.engine import ChunkFitter
+from nefs.fingerprint import verify_signals
+from nefs.locking import check_store_path
 from nefs.modality import locator
 from nefs.probe import choose_num_parallel
 from nefs.store import NefStore
@@ -26,7 +28,7 @@ from nefs.store import NefStore
 from .loggers import make_logger
 from .plan import RunPlan, plan_run
 from .progress import Progress
-from .runs import run_attrs
+from .runs import dataset_record, run_attrs
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ def open_run_store(plan: RunPlan) -> NefStore:
         modality={"name": cls.name, "class": locator(cls), **plan.modality.attrs()},
         nef=plan.nef_record, metric=cls.metric, versions=versions())
     plan.align_shard(store.chunk_rows)  # this shard's chunks (the store may predate this run's chunk)
+    verify_signals(store, plan.modality.signal_bytes, plan.start, plan.end, dataset_record(plan.cfg))  # same data?
     store.update_attrs(run_attrs(plan.cfg, plan.sharding))  # dataset location, sharding: for inspect / status
     return store
 
@@ -184,6 +187,7 @@ def summarise(plan: RunPlan, store: NefStore, fitter: ChunkFitter, writer: RowWr
 
 def fit(cfg) -> FitSummary:
     t_setup = time.perf_counter()
+    check_store_path(cfg.task.nef_dir)  # a path that cannot hold a store fails now, not after loading data
     plan = plan_run(cfg)
     fitter = build_engine(plan)
     if plan.execution.chunk is None:   # num_parallel_nefs=auto: probe before the store is chunked by it

@@ -98,9 +98,15 @@ def main(cfg: DictConfig) -> None:
 
     out = Path(HydraConfig.get().runtime.output_dir)
     with reported_as_one_line():
+        from tasks.threads import use_allowed_cpus
+
+        use_allowed_cpus()  # tasks/threads.py
         report = run(cfg, out)
     print("\n".join(report.get("lines", [])))
 
 
 if __name__ == "__main__":
+    from tasks.typos import refuse_typos
+
+    refuse_typos("inspect")  # did-you-mean before Hydra composes
     main()

@@ -67,6 +67,9 @@ def build_optimization(cfg: DictConfig, num_steps: int):
     if "lr" in cfg.optimizer:  # it would be silently overridden by the schedule's rate
         raise FitnefError(f"optimizer.lr={cfg.optimizer.lr}: the learning rate comes from the scheduler; "
                           f"use scheduler.value=... (constant) or the scheduler's own keys")
+    if any(not lr >= 0 for lr in lrs):  # torch.optim would blame the optimizer for the schedule's rate
+        raise FitnefError(f"learning rate {min(lrs)} from the scheduler: must be >= 0; set scheduler.value=... "
+                          f"(constant) or the scheduler's own keys (conf/scheduler/)")
     try:
         optimizer = instantiate(cfg.optimizer)
         optimizer([torch.zeros(1)], lr=lrs[0])

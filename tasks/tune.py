@@ -87,6 +87,9 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     with reported_as_one_line():
+        from tasks.threads import use_allowed_cpus
+
+        use_allowed_cpus()  # tasks/threads.py
         value, summary = trial(cfg)
     data = dataclasses.asdict(summary)
     data.update({"objective": value, "objective_name": str(cfg.tune.objective), "store": "(temporary, deleted)"})
@@ -104,4 +107,7 @@ if __name__ == "__main__":
     if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
         print("error: tasks.tune needs Hydra's Optuna sweeper: pip install 'fitnef[tune]'", file=sys.stderr)
         sys.exit(2)
+    from tasks.typos import refuse_typos
+
+    refuse_typos("tune")  # did-you-mean before Hydra composes
     main()

@@ -15,6 +15,13 @@ from tasks.resolvers import register as _register_resolvers  # noqa: E402  what 
 _register_resolvers()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _runs_outside_the_repo(tmp_path_factory):
+    """Hydra run and sweep dirs of the entry points the tests start go to a temp dir, not the user's outputs/."""
+    os.environ["FITNEF_RUNS"] = str(tmp_path_factory.mktemp("hydra_runs"))
+    yield
+
+
 @pytest.fixture
 def compose(tmp_path):
     """compose(*overrides) -> DictConfig of conf/config.yaml, with a store under tmp_path."""

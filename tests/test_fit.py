@@ -120,7 +120,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_rows(compose, tmp_path):
 
 
 @pytest.mark.parametrize("override,needle", [
-    ("nef=foo", "Could not find 'nef/foo'"),
+    ("nef=foo", "error: nef=foo: no such option; did you mean nef="),   # tasks/typos.py, before Hydra
     ("task.train.num_steps=abc", "could not be converted to Integer"),
     ("dataset.out_channels=3", "dataset.out_channels=3 but digits images have 1 channel"),
     ("task.train.end_idx=99999", "end_idx=99999"),

@@ -80,7 +80,8 @@ def test_find_init_then_fit_from_it(tmp_path):
     assert init.is_file()  # the store in the same folder left the init alone
     from nefs import open_store
 
-    store = open_store(tmp_path / "nefs" / "digits" / "SIREN")
+    # a single run's default store is named after its overrides (tasks/resolvers.py)
+    store = open_store(tmp_path / "nefs" / "digits" / "SIREN@dataset.resolution:12+task.train.init:meta+task.train.num_steps:1")
     assert store.config["task"]["train"]["meta_init_sha256"]
     saved = torch.load(init, weights_only=False)["params"]
     start = torch.cat([v.flatten() for v in saved.values()]).numpy()

@@ -53,6 +53,10 @@ class AudioModality:
     def __len__(self) -> int:
         return self.signals.shape[0]
 
+    def signal_bytes(self, i: int) -> bytes:
+        """Recording i as the store's data fingerprint sees it (nefs/fingerprint.py): shape and float32 samples."""
+        return np.asarray(self.signals.shape[1:], np.int64).tobytes() + np.ascontiguousarray(self.signals[int(i)]).tobytes()
+
     def attrs(self) -> dict:
         return {"length": self.length, "channels": self.channels, "sample_rate": self.sample_rate,
                 "mean": self.mean.tolist(), "std": self.std.tolist()}

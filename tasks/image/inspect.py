@@ -32,6 +32,11 @@ def load_images(store, data_path: Optional[str] = None) -> np.ndarray:
     if tuple(images.shape[1:]) != want:
         raise FitnefError(f"dataset {ds.get('name')} at {ds.get('path')} has {images.shape[1:]} images, "
                           f"the store was fitted on {want}; point dataset.path at the store's data")
+    from nefs.fingerprint import verify_signals
+
+    from .modality import ImageModality
+
+    verify_signals(store, ImageModality(images, 0.0, 1.0).signal_bytes, now_dataset=ds, record=False)  # same data?
     return images
 
 

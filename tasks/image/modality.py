@@ -62,6 +62,10 @@ class ImageModality:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def signal_bytes(self, i: int) -> bytes:
+        """Image i as the store's data fingerprint sees it (nefs/fingerprint.py): its size and uint8 pixels."""
+        return np.asarray(self.images.shape[1:], np.int64).tobytes() + np.ascontiguousarray(self.images[int(i)]).tobytes()
+
     def attrs(self) -> dict:
         """What a store needs to decode its NeFs without the dataset."""
         return {"shape": [self.height, self.width, self.channels],

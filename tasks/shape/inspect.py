@@ -43,6 +43,11 @@ def load_shapes(store, data_path: Optional[str] = None):
     if len(data) < top:
         raise FitnefError(f"dataset {ds.get('name')} at {ds.get('path')} has {len(data)} shapes, the store indexes "
                           f"{top}; point dataset.path at the store's data")
+    from nefs.fingerprint import verify_signals
+
+    from .modality import ShapeModality
+
+    verify_signals(store, ShapeModality(data).signal_bytes, now_dataset=ds, record=False)  # the data it was fitted on?
     return data
 
 

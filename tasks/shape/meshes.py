@@ -32,12 +32,17 @@ class MeshWarning(UserWarning):
     """A mesh whose occupancy may be wrong (not watertight) or that was skipped."""
 
 
+# the setup.cfg extra that installs each optional module (matplotlib is for pictures: inspect)
+EXTRA_OF = {"matplotlib": "inspect"}
+
+
 def require(module: str, pip_name: str | None = None):
     """Import an optional dependency, or say in one line how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise FitnefError(f"the shape task needs {pip_name or module}: pip install -e '.[shapes]' "
+        extra = EXTRA_OF.get(module, "shapes")
+        raise FitnefError(f"the shape task needs {pip_name or module}: pip install -e '.[{extra}]' "
                           f"(or pip install {pip_name or module})") from None
 
 

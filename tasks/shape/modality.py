@@ -76,6 +76,11 @@ class ShapeModality:
         return {"box": BOX, "row_arrays": ["loc", "scale"],
                 "frame": "original = normalised * scale + loc"}
 
+    def signal_bytes(self, i: int) -> bytes:
+        """Shape i as the store's data fingerprint sees it (nefs/fingerprint.py): its points and occupancy."""
+        points, occupancy = self.data.signal(int(i))
+        return np.ascontiguousarray(points, np.float32).tobytes() + np.ascontiguousarray(occupancy, bool).tobytes()
+
     def row_arrays(self) -> dict:
         """Per-signal arrays the store keeps with each row (tiled over seeds by the fit)."""
         return {"loc": np.asarray(self.data.loc, np.float32), "scale": np.asarray(self.data.scale, np.float32)}
