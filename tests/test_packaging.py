@@ -23,4 +23,5 @@ def test_plain_install_runs_the_default_job_from_another_directory(tmp_path):
                          cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert fit.returncode == 0, fit.stderr[-2000:]
     assert "fitted 4 NeFs" in fit.stdout
-    assert (work / "outputs" / "nefs" / "digits" / "SIREN" / "zarr.json").is_file()
+    # the default store, named after the run's one identity override
+    assert (work / "outputs" / "nefs" / "digits" / "SIREN@task.train.num_steps:2" / "zarr.json").is_file()
