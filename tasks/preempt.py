@@ -183,7 +183,8 @@ class Preemption:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             return "not a fitnef in-flight state"
         if state["identity"] != self.meta["identity"]:
-            return "made for another config (" + "; ".join(diff_keys(state["identity"], self.meta["identity"]))[:300] + ")"
+            diffs = "; ".join(diff_keys(state["identity"], self.meta["identity"])).replace(" (store) ", " (saved) ")
+            return f"made for another config ({diffs[:300]})"
         if state["layout"] != self.meta["layout"]:
             return "made for another NeF layout"
         if list(state["range"]) != list(self.meta["range"]):
