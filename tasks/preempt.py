@@ -92,6 +92,7 @@ class Preemption:
         self.signum: Optional[int] = None
         self.steps = 0             # training steps this process ran
         self.saves, self.save_s = 0, 0.0
+        self.started = time.perf_counter()
         self._previous: dict = {}
 
     # -- signals -------------------------------------------------------------------------------------
@@ -125,8 +126,11 @@ class Preemption:
         if self.signum is None and not (self.every and self.steps % self.every == 0):
             return
         t = time.perf_counter()
+        engine = snapshot()
+        if self.signum is None and not np.any(engine["live"]):   # the chunk ends with this step: nothing to save
+            return
         self.writer.flush()   # finished rows first: a state never holds less than the store
-        state = {**self.meta, "rows": self.rows, "engine": snapshot(), "saved_at": time.time(),
+        state = {**self.meta, "rows": self.rows, "engine": engine, "saved_at": time.time(),
                  "signal": None if self.signum is None else signal.Signals(self.signum).name}
         self.file.save(state)
         self.saves += 1
@@ -174,7 +178,7 @@ class Preemption:
             log.info("in-flight state %s: its rows are done; removed", self.file.path)
             self.file.clear()
             return None, None, pending
-        log.info("resuming %d NeFs from %s (in-flight state %s, saved %s)", _pending_count(engine, self.stream),
+        log.info("resuming %d NeFs from %s (in-flight state %s, saved %s)", _pending_count(engine, rows),
                  _step_text(engine), self.file.path, f"on {state['signal']}" if state.get("signal") else "by checkpoint_every")
         self.resumed = True
         return engine, rows, np.setdiff1d(pending, held)
@@ -206,8 +210,10 @@ class Preemption:
         """All rows of this run written: the state has nothing left to resume."""
         self.file.clear()
         if self.saves:
-            log.info("checkpoint_every=%d: %d saves of the in-flight state, %.3f s in all (%.1f ms each)",
-                     self.every, self.saves, self.save_s, 1e3 * self.save_s / self.saves)
+            wall = time.perf_counter() - self.started
+            log.info("checkpoint_every=%d: %d saves of the in-flight state, %.3f s in all (%.1f ms each, %.2f%% of "
+                     "the fit)", self.every, self.saves, self.save_s, 1e3 * self.save_s / self.saves,
+                     100 * self.save_s / wall if wall else 0.0)
         log.info("trained %d steps in this run", self.steps)
 
     resumed = False
@@ -217,10 +223,12 @@ def _live(engine: dict) -> np.ndarray:
     return np.asarray(engine["live"], dtype=bool)
 
 
-def _pending_count(engine: dict, stream: bool) -> int:
-    if stream:
+def _pending_count(engine: dict, rows) -> int:
+    """NeFs of the state not finished yet: in its slots, and (fixed chunks) in the chunk's later units."""
+    if rows is None:
         return int((np.asarray(engine["slot_row"]) >= 0).sum())
-    return int(_live(engine).sum())   # of the unit in flight
+    later = max(0, len(rows) - int(engine["unit"]) * (int(engine["part"]) + 1))
+    return int(_live(engine).sum()) + later
 
 
 def _step_text(engine: dict) -> str:
