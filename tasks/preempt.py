@@ -147,7 +147,8 @@ class Preemption:
         if callable(previous):   # e.g. submitit's checkpoint-and-requeue, now that the state is safe
             previous(self.signum, None)
         raise Preempted(f"stopped by {name} at {_step_text(engine)}: finished rows written, "
-                        f"{int(np.sum(_live(engine)))} NeFs in flight saved to {self.file.path}; "
+                        f"{_pending_count(engine, self.rows if not self.stream else None)} NeFs in flight saved to "
+                        f"{self.file.path}; "
                         f"rerun the same command to resume")
 
     # -- the rerun -------------------------------------------------------------------------------------
