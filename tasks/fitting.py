@@ -149,7 +149,7 @@ def fit_rows(plan: RunPlan, fitter: ChunkFitter, writer: RowWriter, pending: np.
     stream = fitter.target is not None and plan.execution.continuous
     try:
         with Preemption(plan, writer, fitter, stream) as preemption:
-            state, rows, rest = preemption.resume(writer.store, pending)
+            state, rows, rest = preemption.resume(pending)
             if stream and (state is not None or len(rest)):
                 train_s = fitter.fit_stream(rest, plan.make, plan.execution.chunk, writer.emit, resume=state)
             else:

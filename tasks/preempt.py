@@ -152,7 +152,7 @@ class Preemption:
                         f"rerun the same command to resume")
 
     # -- the rerun -------------------------------------------------------------------------------------
-    def resume(self, store, pending: np.ndarray):
+    def resume(self, pending: np.ndarray):
         """(engine state, rows of the chunk in flight or None, the other pending rows) from a saved state
         that fits this run; (None, None, pending) if there is none or it does not fit."""
         if not len(pending):   # nothing left to fit: any state is stale

@@ -187,3 +187,33 @@ def test_mismatching_in_flight_state_is_ignored_with_a_warning(tmp_path, monkeyp
         assert np.abs(got - reference["fixed"][0][:16]).max() <= 1e-6, name   # fitted from scratch, as they should be
         assert not path.exists()
     shutil.rmtree(tmp_path / "a")
+
+
+def test_a_launchers_own_handler_runs_after_the_state_is_saved(tmp_path, monkeypatch, reference):
+    """submitit's checkpoint-and-requeue handler (here a stand-in on SIGUSR1) is chained, not replaced."""
+    store, calls = tmp_path / "s", []
+
+    def launcher(signum, frame):   # submitit requeues the job, then exits
+        calls.append((signum, (store / ".inflight" / "0-32.pt").exists(), int(open_store(store).done.sum())))
+        raise SystemExit(-1)
+
+    seen, orig = [0], progress.Progress.on_step
+
+    def on_step(self, step, loss):
+        seen[0] += 1
+        if seen[0] == 50:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return orig(self, step, loss)
+
+    previous = signal.signal(signal.SIGUSR1, launcher)
+    try:
+        monkeypatch.setattr(progress.Progress, "on_step", on_step)
+        with pytest.raises(SystemExit):
+            fit(_cfg(store, *FIXED))
+        assert calls == [(signal.SIGUSR1, True, 16)]   # state saved and the first chunk's rows written first
+        assert signal.getsignal(signal.SIGUSR1) is launcher
+        monkeypatch.setattr(progress.Progress, "on_step", orig)
+        fit(_cfg(store, *FIXED))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert np.abs(np.asarray(open_store(store).params[:32]) - reference["fixed"][0][:32]).max() <= 1e-6
