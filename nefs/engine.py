@@ -83,6 +83,9 @@ class ChunkFitter:
         # on_step(step, loss (N,), params, problem) after each optimizer step, outside the timed step
         # (loggers, progress; None: no call, no sync)
         self.on_step = on_step
+        # pause(snapshot) after each step (and its finished NeFs): may call snapshot() -> the loop's state, to save
+        # it (preemption, checkpoints), and may raise to stop; None: no call
+        self.pause: Optional[Callable[[Callable[[], dict]], None]] = None
         self.unit: Optional[int] = None   # the one compiled chunk shape, fixed by the first call
         self._grad_fns: dict = {}
         self._warm = False
@@ -141,21 +144,32 @@ class ChunkFitter:
 
     # -- the training loop -------------------------------------------------------------------------
     def _train(self, params: Params, problem, opt, live: np.ndarray,
-               on_finish: Callable[[np.ndarray, ChunkResult], np.ndarray]) -> tuple:
+               on_finish: Callable[[np.ndarray, ChunkResult], np.ndarray], resume: Optional[dict] = None,
+               extra: Optional[Callable[[], dict]] = None) -> tuple:
         """Train the slots of ``params`` until no slot is ``live``; returns (training time, warm-up time).
 
         on_finish(slots, result) gets the NeFs that finished at this step (their params cloned) and
         returns the slots it refilled in place (params and problem rows): those start again at step 0,
         which needs an optimizer with per-slot state. Slots neither live nor refilled idle.
+        resume: the loop's own part of a snapshot (per-slot steps, whether they are uniform) to continue from;
+        after every step ``self.pause`` (if set) gets a function that snapshots the loop (plus ``extra()``,
+        the caller's part), to save it and perhaps stop (it may raise).
         """
         device = next(iter(params.values())).device
         forward = self.forward()
         slots = len(live)
         host_steps = np.zeros(slots, dtype=np.int64)   # steps per slot, kept on the host: no sync to decide
         uniform = True                                 # all slots at one step (no refill yet): an int step
+        if resume is not None:
+            host_steps, uniform = np.asarray(resume["host_steps"], dtype=np.int64).copy(), bool(resume["uniform"])
         if opt.per_slot:
             lr_table = torch.tensor([self.schedule(s) for s in range(self.num_steps)], device=device)
         warmup, it, last = 0.0, 0, {}
+
+        def snapshot() -> dict:
+            return {"host_steps": host_steps.copy(), "uniform": uniform, "live": live.copy(), "params": params,
+                    "opt": opt.state_dict(), **(extra() if extra is not None else {})}
+
         t0 = time.perf_counter()
         while live.any():
             def one_step():
@@ -172,56 +186,75 @@ class ChunkFitter:
             host_steps += 1
             if self.on_step is not None:
                 self.on_step(it, last["loss"], params, problem)
-            if uniform:  # the common case, without array work: one step for every slot
-                s = int(host_steps[0])
-                if not (s >= self.num_steps or (self.target is not None and s % self.check_every == 0)):
-                    continue
-                due = live.copy()
-            else:
-                due = (host_steps >= self.num_steps) & live
+            due = self._due(host_steps, live, uniform)
+            if due is not None:
+                metric = problem.metric(forward, params)
+                finished = due & (host_steps >= self.num_steps)
                 if self.target is not None:
-                    due |= (host_steps % self.check_every == 0) & live
-                if not due.any():
-                    continue
-            metric = problem.metric(forward, params)
-            finished = due & (host_steps >= self.num_steps)
-            if self.target is not None:
-                finished |= due & self.metric.reached(metric, self.target).cpu().numpy()
-            if not finished.any():
-                continue
-            fin = np.flatnonzero(finished)
-            idx = torch.as_tensor(fin, device=device)
-            live[fin] = False
-            refilled = on_finish(fin, ChunkResult({k: v[idx].clone() for k, v in params.items()}, metric[idx],
-                                                  torch.as_tensor(host_steps[fin], device=device), 0.0))
-            if len(refilled):
-                opt.reset(torch.as_tensor(refilled, device=device))
-                host_steps[refilled] = 0
-                live[refilled] = True
-                uniform = False
+                    finished |= due & self.metric.reached(metric, self.target).cpu().numpy()
+                if finished.any():
+                    fin = np.flatnonzero(finished)
+                    idx = torch.as_tensor(fin, device=device)
+                    live[fin] = False
+                    refilled = on_finish(fin, ChunkResult({k: v[idx].clone() for k, v in params.items()},
+                                                          metric[idx], torch.as_tensor(host_steps[fin], device=device),
+                                                          0.0))
+                    if len(refilled):
+                        opt.reset(torch.as_tensor(refilled, device=device))
+                        host_steps[refilled] = 0
+                        live[refilled] = True
+                        uniform = False
+            if self.pause is not None:
+                self.pause(snapshot)
         opt.release()
         _sync(device)
         return time.perf_counter() - t0 - warmup, warmup
 
+    def _due(self, host_steps: np.ndarray, live: np.ndarray, uniform: bool) -> Optional[np.ndarray]:
+        """The slots to check at this step (their steps done, or a check step with a target); None: none."""
+        if uniform:  # the common case, without array work: one step for every slot
+            s = int(host_steps[0])
+            if not (s >= self.num_steps or (self.target is not None and s % self.check_every == 0)):
+                return None
+            return live.copy()
+        due = (host_steps >= self.num_steps) & live
+        if self.target is not None:
+            due |= (host_steps % self.check_every == 0) & live
+        return due if due.any() else None
+
     # -- fixed chunks --------------------------------------------------------------------------
-    def fit(self, params: Params, problem) -> ChunkResult:
+    def fit(self, params: Params, problem, resume: Optional[dict] = None) -> ChunkResult:
+        """Fit one chunk; ``resume``: a snapshot of this chunk (``pause``) to continue from."""
         n = next(iter(params.values())).shape[0]
+        if resume is not None and self.unit is None:
+            self.unit = int(resume["unit"])   # the shape the snapshot was taken with
         unit = self._unit_for(n, problem)
+        if resume is not None and int(resume["unit"]) != unit:
+            raise ValueError(f"snapshot of {resume['unit']}-NeF units, this fitter runs {unit}")
         if n == unit:
-            return self._fit_unit(params, problem)
+            return self._fit_unit(params, problem, resume, lambda: {"unit": unit, "part": 0, "parts": []})
         parts = []
-        for lo in range(0, n, unit):
+        dev = next(iter(params.values())).device
+        for part, lo in enumerate(range(0, n, unit)):
             idx = torch.arange(lo, min(lo + unit, n))
+            if resume is not None and part < resume["part"]:   # finished before the snapshot
+                r = resume["parts"][part]
+                parts.append((ChunkResult({k: v.to(dev) for k, v in r["params"].items()}, r["metric"].to(dev),
+                                          r["steps"].to(dev), 0.0), len(idx)))
+                continue
             pad = torch.cat([idx, idx[-1:].repeat(unit - len(idx))])  # copies of the last NeF, dropped
-            dev = next(iter(params.values())).device
-            res = self._fit_unit({k: v[pad.to(dev)] for k, v in params.items()}, take_rows(problem, pad.to(dev)))
+            done = [{"params": r.params, "metric": r.metric, "steps": r.steps} for r, _ in parts]
+            res = self._fit_unit({k: v[pad.to(dev)] for k, v in params.items()}, take_rows(problem, pad.to(dev)),
+                                 resume if resume is not None and part == resume["part"] else None,
+                                 lambda part=part, done=done: {"unit": unit, "part": part, "parts": done})
             parts.append((res, len(idx)))
         return ChunkResult(
             params={k: torch.cat([r.params[k][:m] for r, m in parts]) for k in params},
             metric=torch.cat([r.metric[:m] for r, m in parts]), steps=torch.cat([r.steps[:m] for r, m in parts]),
             train_s=sum(r.train_s for r, _ in parts), warmup_s=sum(r.warmup_s for r, _ in parts))
 
-    def _fit_unit(self, params: Params, problem) -> ChunkResult:
+    def _fit_unit(self, params: Params, problem, resume: Optional[dict] = None,
+                  context: Callable[[], dict] = dict) -> ChunkResult:
         """One chunk, no refills: each NeF's result is kept from the step it finished at."""
         params = {k: v.detach().clone() for k, v in params.items()}
         n = next(iter(params.values())).shape[0]
@@ -229,6 +262,14 @@ class ChunkFitter:
         out = {k: v.clone() for k, v in params.items()}
         metric = torch.zeros(n, device=device)
         steps = torch.zeros(n, dtype=torch.long, device=device)
+        live = np.ones(n, dtype=bool)
+        if resume is not None:   # the unit as it stood: params, NeFs already finished (kept), who is live
+            for k in params:
+                params[k].copy_(resume["params"][k])
+                out[k].copy_(resume["keep"]["params"][k])
+            metric.copy_(resume["keep"]["metric"])
+            steps.copy_(resume["keep"]["steps"])
+            live = np.asarray(resume["live"], dtype=bool).copy()
 
         def keep(slots: np.ndarray, res: ChunkResult) -> np.ndarray:
             idx = torch.as_tensor(slots, device=device)
@@ -238,31 +279,60 @@ class ChunkFitter:
             return slots[:0]
 
         opt = StackedOptimizer(self.optimizer, params, self.schedule(0), **_fast_impl(self.optimizer, device))
-        train_s, warmup = self._train(params, problem, opt, np.ones(n, dtype=bool), keep)
+        if resume is not None:
+            opt.load_state_dict(resume["opt"])
+        train_s, warmup = self._train(params, problem, opt, live, keep, resume,
+                                      lambda: {"keep": {"params": out, "metric": metric, "steps": steps}, **context()})
         return ChunkResult(out, metric, steps, train_s, warmup)
 
     # -- continuous batching -------------------------------------------------------------------
     def fit_stream(self, rows: np.ndarray, make: Callable, slots: int,
-                   emit: Callable[[np.ndarray, ChunkResult], None]) -> float:
+                   emit: Callable[[np.ndarray, ChunkResult], None], resume: Optional[dict] = None) -> float:
         """Fit ``rows`` through ``slots`` slots, refilling a slot as soon as its NeF finishes.
 
         make(rows) -> (params, problem) for those NeF rows; emit(rows, result) receives finished
-        NeFs. Returns the training time (warm-up excluded).
+        NeFs. Returns the training time (warm-up excluded). resume: a snapshot (``pause``) whose slots
+        continue first (``slot_row`` -1: a free slot, filled from ``rows`` at once); ``rows`` are then the rest.
         """
         queue: Iterator[int] = iter(rows.tolist())
-        sizing = make(rows[:1])[1] if self.unit is None else None  # a sample problem, first use only
-        slots = self._unit_for(min(slots, len(rows)), sizing)
 
         def take(k):
             return np.asarray([r for _, r in zip(range(k), queue)], dtype=np.int64)
 
-        first = take(slots)
-        pad = np.concatenate([first, np.repeat(first[-1:], slots - len(first))])
+        if resume is None:
+            sizing = make(rows[:1])[1] if self.unit is None else None  # a sample problem, first use only
+            slots = self._unit_for(min(slots, len(rows)), sizing)
+            first = take(slots)
+            slot_row = np.concatenate([first, np.full(slots - len(first), -1)])   # -1: idle slot
+            free = np.zeros(0, dtype=np.int64)
+        else:
+            slot_row = np.asarray(resume["slot_row"], dtype=np.int64).copy()
+            slots = len(slot_row)
+            if self.unit is None:
+                self.unit = slots
+            if self.unit != slots:
+                raise ValueError(f"snapshot of {slots} slots, this fitter runs {self.unit}")
+            free = np.flatnonzero(slot_row < 0)
+            new = take(len(free))
+            free = free[:len(new)]
+            slot_row[free] = new
+        held = slot_row[slot_row >= 0]
+        pad = np.where(slot_row >= 0, slot_row, held[-1] if len(held) else 0)   # idle slots: copies, never emitted
         params, problem = make(pad)
         params = {k: v.detach().clone() for k, v in params.items()}
         device = next(iter(params.values())).device
-        slot_row = np.concatenate([first, np.full(slots - len(first), -1)])   # -1: idle slot
         opt = slot_optimizer(self.optimizer, params, compile=self.compile)
+        loop = None
+        if resume is not None:   # the saved slots as they stood; free slots start fresh NeFs
+            kept = torch.as_tensor(np.setdiff1d(np.arange(slots), free), device=device)
+            for k in params:
+                params[k][kept] = resume["params"][k].to(device)[kept]
+            opt.load_state_dict(resume["opt"])
+            loop = {"host_steps": np.asarray(resume["host_steps"]).copy(), "uniform": bool(resume["uniform"])}
+            if len(free):
+                opt.reset(torch.as_tensor(free, device=device))
+                loop["host_steps"][free] = 0
+                loop["uniform"] = False
 
         def refill(fin: np.ndarray, res: ChunkResult) -> np.ndarray:
             emit(slot_row[fin], res)
@@ -279,7 +349,8 @@ class ChunkFitter:
             slot_row[into] = new
             return into
 
-        return self._train(params, problem, opt, slot_row >= 0, refill)[0]
+        return self._train(params, problem, opt, slot_row >= 0, refill, loop,
+                           lambda: {"slot_row": slot_row.copy()})[0]
 
 
 # Activations of one compiled call that a CPU keeps in cache: measured on the 2-core EPYC of

@@ -11,6 +11,12 @@ class FitnefError(Exception):
     pass
 
 
+class Preempted(Exception):
+    """A fit stopped by a preemption signal once its state was saved; the same command resumes it."""
+
+    exit_code = 75   # EX_TEMPFAIL (sysexits.h): a temporary failure, try again
+
+
 @contextmanager
 def reported_as_one_line():
     """For entry points: a FitnefError inside becomes ``error: <message>`` on stderr, exit status 2."""
@@ -21,6 +27,9 @@ def reported_as_one_line():
     except FitnefError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:  # finished rows were flushed on the way out; a rerun resumes the rest
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)

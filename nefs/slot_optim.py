@@ -48,7 +48,16 @@ class StackedOptimizer:
 
     def __init__(self, factory, params: Params, lr: float, **impl):
         self.params = params
+        self.impl = impl
         self.opt = factory(list(params.values()), lr=lr, **impl)
+
+    def state_dict(self) -> dict:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state)
+        for g in self.opt.param_groups:   # this device's implementation, not the saver's
+            g.update(self.impl)
 
     def step(self, grads: Params, lr: float) -> None:
         for g in self.opt.param_groups:
@@ -77,6 +86,17 @@ class SlotOptimizer:
         self.state = {s: {k: torch.zeros_like(p) for k, p in params.items()} for s in self.state_names}
         # dozens of tiny elementwise ops per step: fused into a few kernels when compiled
         self._apply = torch.compile(self._apply_eager, dynamic=False) if compile else self._apply_eager
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count, "state": self.state}
+
+    @torch.no_grad()
+    def load_state_dict(self, saved: dict) -> None:
+        """Copy a ``state_dict`` into this optimizer's buffers (in place: the compiled update keeps them)."""
+        self.step_count.copy_(saved["step_count"])
+        for s, bufs in self.state.items():
+            for k, b in bufs.items():
+                b.copy_(saved["state"][s][k])
 
     def reset(self, slots: torch.Tensor) -> None:
         """Fresh optimizer state for the NeFs now in ``slots``."""

@@ -27,6 +27,7 @@ from nefs.store import NefStore
 
 from .loggers import make_logger
 from .plan import RunPlan, plan_run
+from .preempt import Preemption
 from .progress import Progress
 from .runs import dataset_record, run_attrs
 
@@ -148,17 +149,24 @@ class RowWriter:
 
 def fit_rows(plan: RunPlan, fitter: ChunkFitter, writer: RowWriter, pending: np.ndarray) -> float:
     """Fit ``pending`` through the engine; returns the training time. Rows finished before an
-    interruption (Ctrl-C included) are written on the way out."""
+    interruption (Ctrl-C included) are written on the way out; a preemption signal or ``checkpoint_every``
+    also saves the NeFs in flight, and a rerun continues them first (tasks/preempt.py)."""
     train_s = 0.0
+    stream = fitter.target is not None and plan.execution.continuous
     try:
-        if len(pending) and fitter.target is not None and plan.execution.continuous:
-            train_s = fitter.fit_stream(pending, plan.make, plan.execution.chunk, writer.emit)
-        else:
-            for lo in range(0, len(pending), plan.execution.chunk):
-                rows = pending[lo:lo + plan.execution.chunk]
-                res = fitter.fit(*plan.make(rows))
-                train_s += res.train_s
-                writer.emit(rows, res)
+        with Preemption(plan, writer, fitter, stream) as preemption:
+            state, rows, rest = preemption.resume(pending)
+            if stream and (state is not None or len(rest)):
+                train_s = fitter.fit_stream(rest, plan.make, plan.execution.chunk, writer.emit, resume=state)
+            else:
+                chunks = [rest[lo:lo + plan.execution.chunk] for lo in range(0, len(rest), plan.execution.chunk)]
+                for i, rows in enumerate(([rows] if state is not None else []) + chunks):
+                    preemption.rows = rows
+                    res = fitter.fit(*plan.make(rows), resume=state if i == 0 else None)
+                    train_s += res.train_s
+                    writer.emit(rows, res)
+            writer.flush()
+            preemption.finish()
     finally:
         writer.flush()
     return train_s

@@ -248,6 +248,8 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     start, end, sharding = shard_range(cfg.task, start, end)  # task.shard of task.num_shards: this part
     device = shard_device(device, cfg.device, cfg.task.get("shard"))
     chunk = chunk_setting(tr.num_parallel_nefs)
+    if tr.get("checkpoint_every") is not None:   # null: no periodic saves (signals still save)
+        positive_int("task.train.checkpoint_every", tr.checkpoint_every, "null or a positive integer")
     template = build_nef(cfg.nef, modality.in_features, modality.out_features)
     layout = ParamLayout.of(template)
     optimizer, schedule = build_optimization(cfg, int(tr.num_steps))

@@ -29,6 +29,7 @@ class TrainConfig:
     micro_batch: Any = MISSING          # auto, null or an int
     kernel: str = MISSING               # auto | fused | torch: the gradient's implementation (nefs/fused)
     continuous: bool = MISSING
+    checkpoint_every: Optional[int] = MISSING   # steps between saves of the NeFs in flight (tasks/preempt.py)
     init: str = MISSING                 # default | meta
     meta_init_path: Optional[str] = MISSING
 
