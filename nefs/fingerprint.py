@@ -37,12 +37,13 @@ def chunk_digests(signal_idx: np.ndarray, chunk_rows: int, chunks, signal_bytes:
     return out
 
 
-def _chunk_rows(store) -> int:
-    return int(store.group["params"].chunks[0])
+def array_signal_bytes(signals: np.ndarray, i: int) -> bytes:
+    """Signal i of an (M, ...) array of equally shaped signals, as ``signal_bytes`` gives it: shape and values."""
+    return np.asarray(signals.shape[1:], np.int64).tobytes() + np.ascontiguousarray(signals[int(i)]).tobytes()
 
 
 def _describe(store, chunk: int, stored: int, now: int, now_dataset: Optional[dict]) -> str:
-    n = _chunk_rows(store)
+    n = store.chunk_rows
     lo, hi = chunk * n, min((chunk + 1) * n, len(store)) - 1
     what = f"rows {lo}-{hi} (store chunk {chunk}): signal fingerprint {stored:016x} in the store, {now:016x} now"
     before = store.group.attrs.get("dataset")
@@ -70,7 +71,7 @@ def verify_signals(store, signal_bytes: Callable[[int], bytes], start: Optional[
             return 0  # a store from before fingerprints: nothing to check
         from .store import _lock
 
-        num_chunks = -(-len(store) // _chunk_rows(store))
+        num_chunks = -(-len(store) // store.chunk_rows)
         with _lock(store.path):
             import zarr
 
@@ -79,7 +80,7 @@ def verify_signals(store, signal_bytes: Callable[[int], bytes], start: Optional[
                 # one file per store chunk: a shard that owns its chunks also owns their hashes (lock-free writes)
                 group.create_array(ARRAY, shape=(num_chunks,), chunks=(1,), dtype="uint64", fill_value=0)
             store.group = group
-    n = _chunk_rows(store)
+    n = store.chunk_rows
     recorded = np.asarray(store.group[ARRAY][:])
     done = np.asarray(store.done)
     has_done = np.add.reduceat(done, np.arange(0, len(done), n)) > 0 if len(done) else np.zeros(0, bool)

@@ -51,6 +51,11 @@ def diff_keys(a, b, prefix="") -> list:
     return [] if a == b else [f"{prefix[:-1]}: {a!r} (store) != {b!r} (now)"]
 
 
+def _not_done(group, start: int, end: int) -> np.ndarray:
+    """Indices in [start, end) whose ``done`` flag is not set."""
+    return np.flatnonzero(~group["done"][start:end]) + start
+
+
 def _inside(array, rows: np.ndarray, lo: int, hi: int) -> bool:
     """Do the chunk files that ``rows`` (sorted) touch in ``array`` hold only rows of [lo, hi)?"""
     c, n = int(array.chunks[0]), int(array.shape[0])
@@ -133,7 +138,7 @@ class NefStore:
             self.group = group
 
     @staticmethod
-    def peek_pending(path, start: int, end: int) -> Optional[np.ndarray]:
+    def peek_pending(path, start: int, end: int) -> np.ndarray:
         """Rows of [start, end) not yet done in the store at ``path`` (all of them if there is none yet),
         read without creating or locking anything: what a run plans its work by."""
         path = Path(path)
@@ -142,13 +147,11 @@ class NefStore:
         group = zarr.open_group(str(path), mode="r")
         if not group.attrs.get("complete") or "done" not in group:
             return np.arange(start, end)
-        done = group["done"][start:min(end, group["done"].shape[0])]
-        return np.flatnonzero(~done) + start
+        return _not_done(group, start, end)
 
     def pending(self, start: int, end: int) -> np.ndarray:
         """Indices in [start, end) not yet done."""
-        done = self.group["done"][start:end]
-        return np.flatnonzero(~done) + start
+        return _not_done(self.group, start, end)
 
     @property
     def chunk_rows(self) -> int:
@@ -170,7 +173,7 @@ class NefStore:
         arrays = ("params", self.metric_name, "steps", "done")
         mine = exclusive is not None and all(_inside(g[a], rows, *exclusive) for a in arrays)
         with (contextlib.nullcontext() if mine else _lock(self.path)):  # one orthogonal write per array
-            record_digests(g, rows, self.signal_digests, g["params"].chunks[0])  # what data the rows came from
+            record_digests(g, rows, self.signal_digests, self.chunk_rows)  # what data the rows came from
             g["params"].set_orthogonal_selection((rows, slice(None)), params.astype(np.float32))
             g[self.metric_name].set_orthogonal_selection(rows, metric.astype(np.float32))
             g["steps"].set_orthogonal_selection(rows, steps.astype(np.int32))
@@ -274,8 +277,8 @@ class NefStore:
         """Rows (default: the done rows) as per-layer weights (N, out, in) and biases (N, out)."""
         from .weight_space import WeightSpace
 
-        rows = np.flatnonzero(self.done) if rows is None else np.atleast_1d(np.asarray(rows))
-        return WeightSpace.from_flat(self.params.get_orthogonal_selection((rows, slice(None))), self.layout)
+        rows = np.flatnonzero(self.done) if rows is None else rows
+        return WeightSpace.from_flat(self.flat_params(rows).numpy(), self.layout)
 
 
 class NefDataset(torch.utils.data.Dataset):

@@ -37,13 +37,10 @@ def _write_summary(summary) -> None:
     """summary.json in the Hydra run dir: what scripts.bench and sweeps read back."""
     import dataclasses
     import json
-    from pathlib import Path
+    from .progress import run_dir
 
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        out = Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:  # not under Hydra (called from Python)
+    out = run_dir()
+    if out is None:  # not under Hydra (called from Python)
         return
     data = dataclasses.asdict(summary)
     data["train_nefs_per_s"] = summary.fitted / summary.train_s if summary.train_s else None

@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from nefs.errors import FitnefError
 from nefs.stack import stacked_forward
 
+from .progress import run_dir
+
 log = logging.getLogger(__name__)
 
 
@@ -28,15 +30,6 @@ def make_logger(cfg: DictConfig, modality, template: torch.nn.Module) -> Optiona
     if name not in ("none", "wandb", None):
         raise FitnefError(f"logger={name!r}: available loggers are none, wandb")
     return WandbLogger(cfg, modality, template)
-
-
-def _run_dir() -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        return Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:  # not under Hydra
-        return Path.cwd()
 
 
 class WandbLogger:
@@ -57,7 +50,7 @@ class WandbLogger:
         self.num_images = int(lg.get("num_images", 4) or 0)
         self.modality = modality
         self.forward = stacked_forward(template)
-        out = Path(lg.get("dir") or _run_dir())
+        out = Path(lg.get("dir") or run_dir() or Path.cwd())
         out.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=lg.get("project") or "fitnef", entity=lg.get("entity"), name=lg.get("run_name"),

@@ -55,7 +55,7 @@ class Progress:
 
     def close(self) -> Optional[Path]:
         self.bar.close()
-        out = _run_dir()
+        out = run_dir()
         if out is None or not self.curve:
             return None
         steps = sorted(self.curve)
@@ -66,7 +66,8 @@ class Progress:
         return path
 
 
-def _run_dir() -> Optional[Path]:
+def run_dir() -> Optional[Path]:
+    """The Hydra run dir of this process, or None when not run under Hydra."""
     from hydra.core.hydra_config import HydraConfig
 
     try:

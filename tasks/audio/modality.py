@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from nefs.errors import FitnefError
+from nefs.fingerprint import array_signal_bytes
 from nefs.modality import Metric, register
 from tasks.image.modality import ImageProblem
 
@@ -55,7 +56,7 @@ class AudioModality:
 
     def signal_bytes(self, i: int) -> bytes:
         """Recording i as the store's data fingerprint sees it (nefs/fingerprint.py): shape and float32 samples."""
-        return np.asarray(self.signals.shape[1:], np.int64).tobytes() + np.ascontiguousarray(self.signals[int(i)]).tobytes()
+        return array_signal_bytes(self.signals, i)
 
     def attrs(self) -> dict:
         return {"length": self.length, "channels": self.channels, "sample_rate": self.sample_rate,

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from nefs.errors import FitnefError
+from nefs.fingerprint import array_signal_bytes
 from nefs.keyed import keyed_subset
 from nefs.modality import Metric, register
 
@@ -64,7 +65,7 @@ class ImageModality:
 
     def signal_bytes(self, i: int) -> bytes:
         """Image i as the store's data fingerprint sees it (nefs/fingerprint.py): its size and uint8 pixels."""
-        return np.asarray(self.images.shape[1:], np.int64).tobytes() + np.ascontiguousarray(self.images[int(i)]).tobytes()
+        return array_signal_bytes(self.images, i)
 
     def attrs(self) -> dict:
         """What a store needs to decode its NeFs without the dataset."""
