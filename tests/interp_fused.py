@@ -37,13 +37,19 @@ def torch_step(template, loss, batched):
     return torch.vmap(grad_and_value(nef_loss), in_dims=(0, 0 if batched else None, 0))
 
 
-# (template, loss, per-NeF coords, N, points); widths pad to 8, 16, 32, 64, 256 (tiles of 128..16 points)
+# (template, loss, per-NeF coords, N, points); widths pad to 8, 16, 32, 64, 128, 256 (tiles of 64..16 points)
 CASES = {
     "siren8-shared": (lambda: SIREN(2, 1, 8), "mse", False, 3, 150),
     "siren20-4layers-scaled-batched": (lambda: SIREN(2, 1, 20, num_layers=4, weight_scale=2.5), "mse", True, 2, 70),
     "siren2layers-rgb": (lambda: SIREN(2, 3, 12, num_layers=2), "mse", False, 3, 33),
     "siren-shape-bce": (lambda: SIREN(3, 1, 64, omega_0=30.0), "bce", True, 2, 45),
     "siren256": (lambda: SIREN(2, 1, 256), "mse", False, 2, 20),
+    # wide: gradient sums in memory (padded 128), and matmuls in four half-width blocks (padded 256), with
+    # several hidden layers (the loop that recomputes a layer's input) and widths that are not a power of two
+    "siren100-3hidden-batched": (lambda: SIREN(2, 1, 100, num_layers=5), "mse", True, 3, 37),
+    "mlp120-rgb": (lambda: MLP(2, 3, 120), "mse", False, 2, 21),
+    "rff128-shape-bce-batched": (lambda: RFFNet(3, 1, 128), "bce", True, 2, 19),
+    "mlp200-2hidden-batched": (lambda: MLP(2, 1, 200), "mse", True, 2, 18),
     "mlp15-rgb-batched": (lambda: MLP(2, 3, 15), "mse", True, 3, 140),
     "mlp1layer": (lambda: MLP(2, 1, 9, num_layers=1), "mse", False, 2, 17),
     "rff32": (lambda: RFFNet(2, 1, 32), "mse", False, 3, 70),

@@ -27,23 +27,30 @@ def test_fused_kernel_equals_the_torch_step_in_the_triton_interpreter():
     assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
 
 
-# fit-a-nef's default sizes and the widest the GPU takes, as the fit would launch them
+# fit-a-nef's default sizes as the fit would launch them (auto picks the fused step for these on a GPU)
 AHEAD = [(SIREN(2, 1, 8), "mse", "ieee"), (SIREN(2, 1, 32), "mse", "tf32"), (SIREN(2, 1, 32), "mse", "bf16"),
          (SIREN(3, 1, 64, omega_0=30.0), "bce_logits", "ieee"), (MLP(2, 3, 15), "mse", "ieee"),
          (RFFNet(2, 1, 32), "mse", "ieee")]
+# wide ones, which only task.train.kernel=fused runs on a GPU: gradient sums in memory (padded 128, two hidden
+# layers) and half-width blocks (padded 256)
+WIDE = [(MLP(2, 1, 100), "mse", "ieee"), (SIREN(2, 1, 256), "mse", "ieee")]
 
 
 def test_fused_kernel_compiles_for_an_h200_without_a_gpu():
     """Triton's ahead-of-time compile for sm_90 (ptxas included): what the interpreter cannot check, the GPU
-    code generator's limits (constexpr loops, dot shapes, shared memory <= 227 KB per block)."""
+    code generator's limits (constexpr loops, dot shapes, shared memory <= 227 KB per block), and that the
+    NeFs auto gives the fused step keep every activation in registers: no spills."""
     pytest.importorskip("triton")
-    from nefs.fused.step import compile_for
+    from nefs.fused.resources import resources
 
-    for template, loss, precision in AHEAD:
+    for template, loss, precision in AHEAD + WIDE:
         spec, _ = describe(template)
-        compiled = compile_for(spec, loss, precision)
-        assert 0 < compiled.metadata.shared <= 227 * 1024, (spec, precision)
-        assert b".visible .entry fused_step_kernel" in compiled.asm["ptx"].encode()
+        r = resources(spec, loss, precision)
+        assert 0 < r.shared_bytes <= 227 * 1024 and r.registers <= 255, (spec, precision, r)
+        auto = why_not(template, "cuda", auto=True) == ""
+        assert auto == ((template, loss, precision) in AHEAD), spec
+        if auto:
+            assert r.spill_bytes == 0, (spec, precision, r)
 
 
 def test_supported_nefs_are_described_and_others_say_why_not():
@@ -53,9 +60,11 @@ def test_supported_nefs_are_described_and_others_say_why_not():
     assert describe(SIREN())[0].hidden == ("layers.1.weight",) and describe(MLP())[0].padded_width == 16
     for template in (FourierNet(), GaborNet()):
         assert "has no fused step (supported: SIREN, MLP, RFFNet)" in describe(template)[1]
-    assert "wider than" in describe(MLP(hidden_dim=300))[1]
+    assert "hidden_dim=300 is wider than the fused step's 256" in describe(MLP(hidden_dim=300))[1]
     assert "is not CUDA" in why_not(SIREN(), "cpu", interpreter_ok=False)
-    assert "wider than the fused step's 64 on a GPU" in why_not(SIREN(hidden_dim=65), "cuda")
+    # on a GPU: fused runs any width up to 256, auto picks it up to 64 (where it compiles without spills)
+    assert why_not(SIREN(hidden_dim=65), "cuda") == "" and why_not(SIREN(hidden_dim=64), "cuda", auto=True) == ""
+    assert "hidden_dim=65: auto takes the fused step up to 64 on a GPU" in why_not(SIREN(hidden_dim=65), "cuda", auto=True)
 
 
 def test_kernel_setting_errors_are_one_line(compose, tmp_path, monkeypatch):

@@ -16,6 +16,13 @@ act is sin(omega z) (ACT=0) or relu (ACT=1). The backward pass of hidden layer k
 input, which is recomputed from h0 (K is 0-4 for the configs in conf/nef/, so the recompute is a few
 extra small matmuls and keeps the register footprint to a handful of tiles at any depth).
 
+Wide NeFs (padded width 128 and 256, GACC=1): the hidden weights' gradient sums (K x width^2 floats) would
+not fit in registers, so each tile adds its share to the gradient buffer in memory (atomic adds to
+addresses only this program writes: no read-back, no barrier; L2 absorbs them), and the hidden layers run
+in loops rather than unrolled. At 256 (SPLIT=2) every width x width matmul runs as four blocks of even and
+odd rows and columns (``_mm_w``, ``_add_outer``): a whole 256 x 256 operand is 256 KB, more shared memory
+than a block has.
+
 With TRITON_INTERPRET=1 set before triton is imported, the same code runs in Triton's interpreter on the
 CPU (how tests/interp_fused.py checks it).
 """
@@ -50,14 +57,66 @@ def _mm(a, b, PREC: tl.constexpr):
 
 
 @triton.jit
+def _mm_w(h, w_ptr, si, sj, offs_h, hmask, H: tl.constexpr, HP: tl.constexpr, SPLIT: tl.constexpr,
+          PREC: tl.constexpr):
+    """h @ M for a tile h (BLOCK_P, HP) and a width x width matrix M[i, j] at w_ptr + i*si + j*sj (W^T:
+    si=1, sj=H; W: si=H, sj=1), padded with zeros. SPLIT=2 (width 256): M as four (HP/2)^2 blocks of even
+    and odd rows and columns, h split into its even and odd columns and the result joined back, so no
+    operand is larger than a 128 x 128 block (a whole 256 x 256 one is 256 KB, more than a block's shared
+    memory)."""
+    if SPLIT == 1:
+        m = tl.load(w_ptr + offs_h[:, None] * si + offs_h[None, :] * sj,
+                    mask=hmask[:, None] & hmask[None, :], other=0.0)
+        return _mm(h, m, PREC)
+    else:
+        HB: tl.constexpr = HP // 2
+        r = tl.arange(0, HB)
+        h_even, h_odd = tl.split(tl.reshape(h, (h.shape[0], HB, 2)))
+        m00 = tl.load(w_ptr + (2 * r[:, None]) * si + (2 * r[None, :]) * sj,
+                      mask=(2 * r[:, None] < H) & (2 * r[None, :] < H), other=0.0)
+        m10 = tl.load(w_ptr + (2 * r[:, None] + 1) * si + (2 * r[None, :]) * sj,
+                      mask=(2 * r[:, None] + 1 < H) & (2 * r[None, :] < H), other=0.0)
+        z_even = _mm(h_even, m00, PREC) + _mm(h_odd, m10, PREC)
+        m01 = tl.load(w_ptr + (2 * r[:, None]) * si + (2 * r[None, :] + 1) * sj,
+                      mask=(2 * r[:, None] < H) & (2 * r[None, :] + 1 < H), other=0.0)
+        m11 = tl.load(w_ptr + (2 * r[:, None] + 1) * si + (2 * r[None, :] + 1) * sj,
+                      mask=(2 * r[:, None] + 1 < H) & (2 * r[None, :] + 1 < H), other=0.0)
+        z_odd = _mm(h_even, m01, PREC) + _mm(h_odd, m11, PREC)
+        return tl.reshape(tl.join(z_even, z_odd), (h.shape[0], HP))
+
+
+@triton.jit
+def _add_outer(g_ptr, dz, hin, H: tl.constexpr, HP: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr):
+    """Adds dz^T @ hin (a weight gradient, [out, in]) to the width x width matrix at g_ptr, in memory: for
+    wide NeFs, whose gradient sums would not fit in registers. The program owns its NeF's gradients, so
+    the read-add-write needs no atomics (and a barrier per tile, in the caller, for the next tile's reads)."""
+    if SPLIT == 1:
+        offs = tl.arange(0, HP)
+        mask = (offs[:, None] < H) & (offs[None, :] < H)
+        ptrs = g_ptr + offs[:, None] * H + offs[None, :]
+        tl.atomic_add(ptrs, _mm(tl.trans(dz), hin, PREC), mask=mask, sem="relaxed")
+    else:
+        HB: tl.constexpr = HP // 2
+        r = tl.arange(0, HB)
+        dz_even, dz_odd = tl.split(tl.reshape(dz, (dz.shape[0], HB, 2)))
+        h_even, h_odd = tl.split(tl.reshape(hin, (hin.shape[0], HB, 2)))
+        for b in tl.static_range(2):            # output (row) parity
+            dzb = dz_even if b == 0 else dz_odd
+            for a in tl.static_range(2):        # input (column) parity
+                hb = h_even if a == 0 else h_odd
+                rows, cols = 2 * r[:, None] + b, 2 * r[None, :] + a
+                mask = (rows < H) & (cols < H)
+                ptrs = g_ptr + rows * H + cols
+                tl.atomic_add(ptrs, _mm(tl.trans(dzb), hb, PREC), mask=mask, sem="relaxed")
+
+
+@triton.jit
 def _hidden(h, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega,
-            H: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr):
+            H: tl.constexpr, HP: tl.constexpr, ACT: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr):
     """Hidden layer k on a tile: act(h @ W_k^T + b_k); also returns the pre-activation."""
     base = (k * N + n) * H * H
-    wt = tl.load(wh_ptr + base + offs_h[None, :] * H + offs_h[:, None],
-                 mask=hmask[:, None] & hmask[None, :], other=0.0)          # W^T: [in, out]
     b = tl.load(bh_ptr + (k * N + n) * H + offs_h, mask=hmask, other=0.0)
-    z = _mm(h, wt, PREC) + b[None, :]
+    z = _mm_w(h, wh_ptr + base, 1, H, offs_h, hmask, H, HP, SPLIT, PREC) + b[None, :]
     return _act(z, omega, ACT), z
 
 
@@ -70,7 +129,7 @@ def fused_step_kernel(
         D: tl.constexpr, H: tl.constexpr, HP: tl.constexpr, C: tl.constexpr, K: tl.constexpr,
         DP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr,
         ACT: tl.constexpr, ENC: tl.constexpr, LOSS: tl.constexpr, BLOCK_P: tl.constexpr,
-        PREC: tl.constexpr):
+        PREC: tl.constexpr, GACC: tl.constexpr, SPLIT: tl.constexpr):
     """One NeF's gradient and loss. Shapes (row-major, contiguous):
     x (N or 1, P, D) with stride_xn = P*D or 0 (shared coordinates); t (N, P, C);
     w1 (N, H, D) [ENC=0] or coefficients (N, H/2, D) [ENC=1], b1 (N, H); wh (K, N, H, H), bh (K, N, H);
@@ -86,8 +145,9 @@ def fused_step_kernel(
     # gradient sums over the tiles, in registers; a layer, channel or input adds its slice through a one-hot
     # mask (a few adds of a weight's size per tile, against a matmul of BLOCK_P times that)
     offs_k, offs_c, offs_d = tl.arange(0, KP), tl.arange(0, CP), tl.arange(0, DP)
-    gwh = tl.zeros((KP, HP, HP), dtype=tl.float32)
-    gbh = tl.zeros((KP, HP), dtype=tl.float32)
+    GW: tl.constexpr = 1 if GACC == 1 else HP     # GACC: the hidden weight gradients are summed in memory
+    gwh = tl.zeros((KP, GW, GW), dtype=tl.float32)
+    gbh = tl.zeros((KP, GW), dtype=tl.float32)
     gwo = tl.zeros((CP, HP), dtype=tl.float32)
     gbo = tl.zeros((CP,), dtype=tl.float32)
     gw1 = tl.zeros((HP, DP), dtype=tl.float32)
@@ -115,8 +175,12 @@ def fused_step_kernel(
             h0 = tl.where((offs_h < H2)[None, :], tl.sin(z0), tl.where(hmask[None, :], tl.cos(z0), 0.0))
         # ---- hidden layers
         h = h0
-        for k in tl.static_range(K):
-            h, _z = _hidden(h, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega, H, ACT, PREC)
+        if GACC == 0:
+            for k in tl.static_range(K):
+                h, _z = _hidden(h, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega, H, HP, ACT, SPLIT, PREC)
+        else:   # wide: loops, not unrolled (an unrolled recompute chain of wide layers is more than ptxas allocates well)
+            for k in range(K):
+                h, _z = _hidden(h, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega, H, HP, ACT, SPLIT, PREC)
         # ---- output layer, loss, and its backward pass, one channel at a time
         dh = tl.zeros((BLOCK_P, HP), dtype=tl.float32)
         for c in tl.static_range(C):
@@ -136,20 +200,28 @@ def fused_step_kernel(
             gwo += tl.where((offs_c == c)[:, None], tl.sum(dy[:, None] * h, axis=0)[None, :], 0.0)
             gbo += tl.where(offs_c == c, tl.sum(dy, axis=0), 0.0)
         # ---- hidden layers backward, top down; each layer's input recomputed from h0
-        for k in tl.static_range(K - 1, -1, -1):
-            hin = h0
-            for j in tl.static_range(k):
-                hin, _z = _hidden(hin, wh_ptr, bh_ptr, j, n, N, offs_h, hmask, omega, H, ACT, PREC)
-            _h, z = _hidden(hin, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega, H, ACT, PREC)
-            dz = dh * _act_grad(z, omega, ACT)
-            dz = tl.where(pmask[:, None], dz, 0.0)
-            wmask = hmask[:, None] & hmask[None, :]
-            base = (k * N + n) * H * H
-            gw = _mm(tl.trans(dz), hin, PREC)
-            gwh += tl.where((offs_k == k)[:, None, None], gw[None, :, :], 0.0)
-            gbh += tl.where((offs_k == k)[:, None], tl.sum(dz, axis=0)[None, :], 0.0)
-            w = tl.load(wh_ptr + base + offs_h[:, None] * H + offs_h[None, :], mask=wmask, other=0.0)  # [out, in]
-            dh = _mm(dz, w, PREC)
+        if GACC == 0:
+            for k in tl.static_range(K - 1, -1, -1):
+                hin = h0
+                for j in tl.static_range(k):
+                    hin, _z = _hidden(hin, wh_ptr, bh_ptr, j, n, N, offs_h, hmask, omega, H, HP, ACT, SPLIT, PREC)
+                _h, z = _hidden(hin, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega, H, HP, ACT, SPLIT, PREC)
+                dz = tl.where(pmask[:, None], dh * _act_grad(z, omega, ACT), 0.0)
+                gwh += tl.where((offs_k == k)[:, None, None], _mm(tl.trans(dz), hin, PREC)[None, :, :], 0.0)
+                gbh += tl.where((offs_k == k)[:, None], tl.sum(dz, axis=0)[None, :], 0.0)
+                dh = _mm_w(dz, wh_ptr + (k * N + n) * H * H, H, 1, offs_h, hmask, H, HP, SPLIT, PREC)  # dz @ W
+        else:   # wide: the same in loops, the gradient sums added in memory
+            for kk in range(K):
+                k = K - 1 - kk
+                hin = h0
+                for j in range(k):
+                    hin, _z = _hidden(hin, wh_ptr, bh_ptr, j, n, N, offs_h, hmask, omega, H, HP, ACT, SPLIT, PREC)
+                _h, z = _hidden(hin, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega, H, HP, ACT, SPLIT, PREC)
+                dz = tl.where(pmask[:, None], dh * _act_grad(z, omega, ACT), 0.0)
+                base = (k * N + n) * H * H
+                _add_outer(gwh_ptr + base, dz, hin, H, HP, SPLIT, PREC)
+                tl.atomic_add(gbh_ptr + (k * N + n) * H + offs_h, tl.sum(dz, axis=0), mask=hmask, sem="relaxed")
+                dh = _mm_w(dz, wh_ptr + base, H, 1, offs_h, hmask, H, HP, SPLIT, PREC)   # dz @ W, W: [out, in]
         # ---- first layer / encoding backward
         if ENC == 0:
             dz0 = dh * _act_grad(z0, omega, ACT)
@@ -160,12 +232,13 @@ def fused_step_kernel(
             xd = tl.load(xrow + d, mask=pmask, other=0.0)
             gw1 += tl.where((offs_d == d)[None, :], tl.sum(dz0 * xd[:, None], axis=0)[:, None], 0.0)
         gb1 += tl.sum(dz0, axis=0)
-    # ---- the NeF's gradients, written once
-    hh = hmask[:, None] & hmask[None, :]
-    tl.store(gwh_ptr + ((offs_k[:, None, None] * N + n) * H + offs_h[None, :, None]) * H + offs_h[None, None, :],
-             gwh, mask=(offs_k < K)[:, None, None] & hh[None, :, :])
-    tl.store(gbh_ptr + (offs_k[:, None] * N + n) * H + offs_h[None, :], gbh,
-             mask=(offs_k < K)[:, None] & hmask[None, :])
+    # ---- the NeF's gradients, written once (the wide hidden weights' already are, by _add_outer)
+    if GACC == 0:
+        hh = hmask[:, None] & hmask[None, :]
+        tl.store(gwh_ptr + ((offs_k[:, None, None] * N + n) * H + offs_h[None, :, None]) * H + offs_h[None, None, :],
+                 gwh, mask=(offs_k < K)[:, None, None] & hh[None, :, :])
+        tl.store(gbh_ptr + (offs_k[:, None] * N + n) * H + offs_h[None, :], gbh,
+                 mask=(offs_k < K)[:, None] & hmask[None, :])
     tl.store(gwo_ptr + (n * C + offs_c[:, None]) * H + offs_h[None, :], gwo,
              mask=(offs_c < C)[:, None] & hmask[None, :])
     tl.store(gbo_ptr + n * C + offs_c, gbo, mask=offs_c < C)

@@ -12,7 +12,7 @@ import os
 import torch
 
 from ..errors import FitnefError
-from .spec import MAX_CUDA_WIDTH, describe
+from .spec import MAX_AUTO_CUDA_WIDTH, describe
 
 log = logging.getLogger(__name__)
 CHOICES = ("auto", "fused", "torch")
@@ -30,13 +30,15 @@ def _triton_missing() -> str:
     return ""
 
 
-def why_not(template, device: torch.device, problem=None, interpreter_ok: bool = True) -> str:
-    """'' when the fused step can run this NeF (and problem) on ``device``, else the reason."""
+def why_not(template, device: torch.device, problem=None, interpreter_ok: bool = True, auto: bool = False) -> str:
+    """'' when the fused step can run this NeF (and problem) on ``device``, else the reason; ``auto``: also
+    '' only where auto would choose it (on a GPU, widths up to MAX_AUTO_CUDA_WIDTH)."""
     spec, reason = describe(template)
     if reason:
         return reason
-    if torch.device(device).type == "cuda" and spec.padded_width > MAX_CUDA_WIDTH:
-        return f"nef {spec.kind} hidden_dim={spec.width} is wider than the fused step's {MAX_CUDA_WIDTH} on a GPU"
+    if auto and torch.device(device).type == "cuda" and spec.padded_width > MAX_AUTO_CUDA_WIDTH:
+        return (f"nef {spec.kind} hidden_dim={spec.width}: auto takes the fused step up to {MAX_AUTO_CUDA_WIDTH} "
+                "on a GPU (task.train.kernel=fused runs it up to 256)")
     if problem is not None and getattr(type(problem), "fused_loss", None) is None:
         return f"{type(problem).__name__} names no fused_loss"
     if torch.device(device).type != "cuda" and not (interpreter_ok and _interpreter_requested()):
@@ -68,7 +70,7 @@ def fused_grad_fn(template, problem, batched: bool, setting: str, fallback, prec
     if setting == "torch":
         return fallback
     device = next(template.parameters()).device
-    reason = why_not(template, device, problem, interpreter_ok=setting == "fused")
+    reason = why_not(template, device, problem, interpreter_ok=setting == "fused", auto=setting == "auto")
     what = f"{type(template).__name__}, {'per-NeF' if batched else 'shared'} coordinates"
     if reason:
         if setting == "fused":

@@ -12,9 +12,12 @@ from ..mlp import MLP
 from ..rffnet import RFFNet
 from ..siren import SIREN
 
-MAX_WIDTH = 256       # widest NeF the kernel is tested at (interpreter); wider ones use the torch step
-# widest on a GPU: at padded width 128 a step needs ~400 KB of shared memory (sm_90 has 227 KB per block)
-MAX_CUDA_WIDTH = 64
+MAX_WIDTH = 256       # widest NeF the kernel takes (tested in the interpreter, compiled for sm_90); wider: torch
+# widest that task.train.kernel=auto gives the fused step on a GPU: up to it the kernel compiles with no (at
+# most 16 bytes of) register spills; wider ones spill kilobytes (scripts/fused_resources.py), where the torch
+# step's batched matmuls are near the chip's FP32 rate anyway (a 128-wide layer does ~60 FLOPs per byte of
+# activations it moves), so auto keeps them on torch until a GPU measurement says otherwise
+MAX_AUTO_CUDA_WIDTH = 64
 SUPPORTED = ("SIREN", "MLP", "RFFNet")
 ACT_SIN, ACT_RELU = 0, 1
 

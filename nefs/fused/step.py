@@ -15,20 +15,24 @@ LOSSES = {"mse": 0, "bce_logits": 1}       # a Problem's ``fused_loss`` -> the k
 PRECISIONS = ("ieee", "tf32", "bf16")      # matmul inputs; accumulation is fp32 in all three
 
 
-# (points per tile, warps) by padded width: tiles whose registers do not spill when compiled for sm_90 (ptxas,
-# without a GPU: SIREN-8 152 registers, MLP-15 96, SIREN-32 154, siren_shape 157; only the sine's slow path
-# keeps a 32-byte stack). Which of the spill-free sizes is fastest is not measured: FITNEF_FUSED_TILE=64,4
-# (points,warps) overrides the table, for scripts/step_bench.py --tile.
-TILES = {8: (64, 4), 16: (32, 4), 32: (32, 8), 64: (16, 8)}
-WIDEST_TILE = (16, 8)   # widths 128 and 256: correct (interpreter), but their weights overflow shared memory
+# (points per tile, warps, pipeline stages) by padded width, from compiling for sm_90 without a GPU (ptxas;
+# `python -m scripts.fused_resources` prints registers, spills and shared memory): up to 64 tiles whose
+# registers do not spill at fit-a-nef's default sizes (16 bytes at most elsewhere up to 64); at 128 and 256 the tiles that spill least (no tile is spill-free there: an fp32
+# dot keeps a whole operand row per thread), unpipelined, as the pipeliner would multi-buffer the width x
+# width weights in shared memory. Which tile is fastest is not measured: FITNEF_FUSED_TILE=64,4[,3] (points,warps[,stages])
+# overrides the table, for scripts/step_bench.py --tile.
+TILES = {8: (64, 4, 3), 16: (32, 4, 3), 32: (32, 8, 3), 64: (16, 8, 3), 128: (16, 16, 1), 256: (16, 16, 1)}
+# from this padded width on, the hidden weights' gradient sums live in memory (L2), not registers; from twice it,
+# every width x width matmul runs as four blocks of half the width (kernel.py _mm_w, _add_outer)
+WIDE = 128
 
 
 def tile_for(padded_width: int) -> tuple:
     override = os.environ.get("FITNEF_FUSED_TILE")
     if override:
-        block, warps = (int(v) for v in override.split(","))
-        return block, warps
-    return TILES.get(padded_width, WIDEST_TILE)
+        values = [int(v) for v in override.split(",")]
+        return tuple(values + [TILES[padded_width][2]] * (3 - len(values)))
+    return TILES[padded_width]
 
 
 def load_kernel():
@@ -38,13 +42,14 @@ def load_kernel():
 
 
 def launch_config(spec: FusedSpec, loss: str, precision: str = "ieee"):
-    """(constexpr arguments, num_warps) of the kernel for this NeF, loss and matmul precision."""
+    """(constexpr arguments, launch options) of the kernel for this NeF, loss and matmul precision."""
     hp = max(spec.padded_width, 16 if precision == "bf16" else 8)   # bf16 dots need an inner size of 16
-    block, warps = tile_for(hp)
+    block, warps, stages = tile_for(hp)
     pow2 = lambda v: 1 << max(v - 1, 0).bit_length()  # noqa: E731
     d, c, k = spec.in_features, spec.out_features, len(spec.hidden)
     return dict(D=d, H=spec.width, HP=hp, C=c, K=k, DP=pow2(d), CP=pow2(c), KP=pow2(max(k, 1)), ACT=spec.act,
-                ENC=int(len(spec.first) == 1), LOSS=LOSSES[loss], BLOCK_P=block, PREC=precision), warps
+                ENC=int(len(spec.first) == 1), LOSS=LOSSES[loss], BLOCK_P=block, PREC=precision,
+                GACC=int(hp >= WIDE), SPLIT=2 if hp >= 2 * WIDE else 1), dict(num_warps=warps, num_stages=stages)
 
 
 def compile_for(spec: FusedSpec, loss: str, precision: str = "ieee", arch: int = 90):
@@ -55,13 +60,13 @@ def compile_for(spec: FusedSpec, loss: str, precision: str = "ieee", arch: int =
     from triton.compiler import ASTSource
 
     kernel = load_kernel()
-    const, warps = launch_config(spec, loss, precision)
+    const, options = launch_config(spec, loss, precision)
     floats = {"omega", "enc_scale"}
     ints = {"stride_xn", "N", "P"}
     sig = {a: "constexpr" if a in const else "fp32" if a in floats else "i32" if a in ints else "*fp32"
            for a in kernel.arg_names}
     return triton.compile(ASTSource(kernel, sig, constexprs=const), target=GPUTarget("cuda", arch, 32),
-                          options={"num_warps": warps})
+                          options=options)
 
 
 class FusedGrad:
@@ -69,7 +74,7 @@ class FusedGrad:
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
         self.spec = spec
-        self.const, self.num_warps = launch_config(spec, loss, precision)
+        self.const, self.options = launch_config(spec, loss, precision)
         self.kernel = load_kernel()
 
     def __call__(self, params, coords, targets):
@@ -95,7 +100,8 @@ class FusedGrad:
         h, d, kk = s.width, s.in_features, max(k, 1)
         # every gradient is a view of one buffer (the kernel writes each entry once)
         shapes = [(n, h, d), (n, h), (kk, n, h, h), (kk, n, h), tuple(wo.shape), tuple(bo.shape)]
-        flat = torch.empty(sum(math.prod(sh) for sh in shapes), **f32)
+        alloc = torch.zeros if self.const["GACC"] else torch.empty   # wide: the kernel adds to the hidden grads
+        flat = alloc(sum(math.prod(sh) for sh in shapes), **f32)
         views, at = [], 0
         for sh in shapes:
             views.append(flat[at: at + math.prod(sh)].view(sh))
@@ -105,7 +111,7 @@ class FusedGrad:
         self.kernel[(n,)](
             x, p * d if batched else 0, t, w1, b1, wh, bh, wo, bo, gw1, gb1, gwh, gbh, gwo, gbo, loss,
             n, p, float(s.omega), float(s.enc_scale),
-            **self.const, num_warps=self.num_warps)
+            **self.const, **self.options)
         grads = {"output.weight": gwo, "output.bias": gbo}
         for i, (wn, bn) in enumerate(zip(s.hidden, hidden_b)):
             grads[wn], grads[bn] = gwh[i], gbh[i]
