@@ -75,6 +75,11 @@ for tile in 32,2 64,4 128,4; do
   timeout 30 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel "$PARALLEL" --steps 200 \
     --variants fused --tile $tile 2>&1 | grep -v -i warn | tail -n 2 | sed "s/^/tile $tile: /"
 done
+part "wide NeFs (auto leaves them to torch): torch compiled vs fused forced, hidden 128 and 256"
+for width in 128 256; do
+  timeout 60 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren mlp --parallel $((PARALLEL / 4)) --steps 50 \
+    --variants compiled fused --set nef.hidden_dim=$width 2>&1 | grep -v -i warn | tail -n +2 | sed "s/^/width $width: /"
+done
 part "where the device time goes (torch.profiler): torch compiled, fused"
 timeout 60 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel "$PARALLEL" --steps 100 \
   --variants compiled fused --profile 12 2>&1 | grep -v -i warn

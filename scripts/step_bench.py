@@ -3,6 +3,7 @@
     python -m scripts.step_bench --nefs siren mlp --parallel 16384 --steps 200 --device cuda
     python -m scripts.step_bench --nefs siren --variants compiled --profile 15   # + where the time goes
     python -m scripts.step_bench --nefs siren mlp --variants compiled fused --device cuda   # + roofline lines
+    python -m scripts.step_bench --nefs siren --variants compiled fused --set nef.hidden_dim=128 --parallel 4096
 
 Each variant fits ``parallel`` NeFs for ``steps`` steps through ``tasks.fitting.fit`` (same engine, same
 store) and reports the step time from the run's own timer, compilation excluded. Variants:
@@ -35,8 +36,10 @@ def main(argv=None):
                    help="also print the K kernels that take the most device time (torch.profiler), per variant")
     p.add_argument("--precision", default="ieee", choices=("ieee", "tf32", "bf16"),
                    help="matmul inputs of the fused variant (accumulation is fp32)")
-    p.add_argument("--tile", default="", metavar="POINTS,WARPS",
+    p.add_argument("--tile", default="", metavar="POINTS,WARPS[,STAGES]",
                    help="tile of the fused variant (default: nefs/fused/step.py TILES by width)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="more config overrides for every run, e.g. nef.hidden_dim=128")
     p.add_argument("--peak-tflops", type=float, default=None, help="FP32 peak of the chip (default: H200, 67)")
     p.add_argument("--peak-tbs", type=float, default=None, help="HBM bandwidth of the chip, TB/s (default: H200, 4.8)")
     args = p.parse_args(argv)
@@ -67,7 +70,7 @@ def main(argv=None):
                     f"task.train.num_parallel_nefs={args.parallel}", f"task.train.num_steps={args.steps}",
                     "scheduler.value=1e-3", f"task.train.compile={variant not in ('eager', 'fused')}",
                     f"task.train.kernel={'fused' if variant == 'fused' else 'torch'}", "task.log.progress=false",
-                    f"task.nef_dir={tmp}/store"])
+                    f"task.nef_dir={tmp}/store", *args.set])
                 cost = step_cost_of(cfg, args.parallel)
                 t = time.perf_counter()
                 try:
