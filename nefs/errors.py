@@ -12,9 +12,15 @@ class FitnefError(Exception):
 
 
 class Preempted(Exception):
-    """A fit stopped by a preemption signal once its state was saved; the same command resumes it."""
+    """A fit stopped by a preemption signal (or Ctrl-C) once its state was saved; the same command resumes it."""
 
     exit_code = 75   # EX_TEMPFAIL (sysexits.h): a temporary failure, try again
+
+    def __init__(self, message: str, interrupted: bool = False):
+        super().__init__(message)
+        self.interrupted = interrupted   # Ctrl-C: exit 130 (128 + SIGINT), as an interrupted command does
+        if interrupted:
+            self.exit_code = 130
 
 
 @contextmanager
@@ -28,9 +34,9 @@ def reported_as_one_line():
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except Preempted as e:
-        print(f"preempted: {e}", file=sys.stderr)
+        print(f"{'interrupted' if e.interrupted else 'preempted'}: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:  # finished rows were flushed on the way out; a rerun resumes the rest
+    except KeyboardInterrupt:  # a second Ctrl-C: finished rows were flushed on the way out, the rest is refitted
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
     except MissingMandatoryValue as e:  # a `???` in the config that the command line did not fill

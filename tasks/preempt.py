@@ -5,7 +5,9 @@ SIGUSR2, or the ``--signal`` the job asked for). While rows are fitted, SIGTERM,
 set a flag; at the end of the step the fit saves the NeFs in flight (params, optimizer state, per-slot
 steps, NeFs already finished in the chunk) beside the store, in ``<store>/.inflight/<start>-<end>.pt``
 (temp file + rename), writes its finished rows and stops with ``Preempted`` (exit 75, EX_TEMPFAIL: "try
-again"). Under submitit its own handler (checkpoint and requeue) runs after that save. A hard kill gives
+again"). Under submitit its own handler (checkpoint and requeue) runs after that save. Ctrl-C (SIGINT)
+does the same at the end of the step and exits 130; a second Ctrl-C stops at once (finished rows are still
+written; the NeFs in flight then resume from the last ``checkpoint_every`` save, if any). A hard kill gives
 no warning: ``task.train.checkpoint_every`` saves the same state every that many steps.
 
 The rerun (the same command) checks that the state is this store's (identity, layout), for this range
@@ -30,7 +32,7 @@ from nefs.store import diff_keys
 
 log = logging.getLogger(__name__)
 
-SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT")
 FORMAT = "fitnef-inflight/1"
 
 
@@ -111,8 +113,14 @@ class Preemption:
         return False
 
     def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt   # Ctrl-C twice: the user will not wait for the step
         if self.signum is None:
-            log.warning("%s received: stopping at the end of this step", signal.Signals(signum).name)
+            if signum == signal.SIGINT:
+                log.warning("Ctrl-C: stopping at the end of this step to save the NeFs in flight (Ctrl-C again: "
+                            "stop at once)")
+            else:
+                log.warning("%s received: stopping at the end of this step", signal.Signals(signum).name)
         self.signum = self.signum or signum
 
     def _restore(self) -> None:
@@ -139,17 +147,18 @@ class Preemption:
             self._stop(state["engine"])
 
     def _stop(self, engine: dict) -> None:
-        name = signal.Signals(self.signum).name
+        interrupted = self.signum == signal.SIGINT
+        name = "Ctrl-C" if interrupted else signal.Signals(self.signum).name
         previous = self._previous.get(self.signum)
         self.fitter.pause = None
         self._restore()
         log.warning("%s: in-flight state saved to %s after %d steps", name, self.file.path, self.steps)
-        if callable(previous):   # e.g. submitit's checkpoint-and-requeue, now that the state is safe
+        if callable(previous) and not interrupted:   # e.g. submitit's checkpoint-and-requeue, the state now safe
             previous(self.signum, None)
         raise Preempted(f"stopped by {name} at {_step_text(engine)}: finished rows written, "
                         f"{_pending_count(engine, self.rows if not self.stream else None)} NeFs in flight saved to "
                         f"{self.file.path}; "
-                        f"rerun the same command to resume")
+                        f"rerun the same command to resume", interrupted=interrupted)
 
     # -- the rerun -------------------------------------------------------------------------------------
     def resume(self, pending: np.ndarray):

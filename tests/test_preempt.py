@@ -30,21 +30,23 @@ STREAM = ["task.train.num_steps=20", "task.train.end_idx=24", "task.train.num_pa
           "task.train.target=17", "task.train.check_every=5", "task.train.compile=false", "scheduler.value=1e-2",
           "task.log.progress=false"]
 
-# runs `python -m tasks.fit ARGS` and sends itself PREEMPT_SIGNAL (default SIGTERM) PREEMPT_DELAY seconds
-# after training step PREEMPT_AT (0: right away, before the step's checks and saves)
+# runs `python -m tasks.fit ARGS` and sends itself PREEMPT_SIGNAL (default SIGTERM; PREEMPT_TIMES times) PREEMPT_DELAY
+# seconds after training step PREEMPT_AT (0: right away, before the step's checks and saves)
 DRIVER = """
 import os, runpy, signal, sys, threading
 from tasks import progress
 at, seen, orig = int(os.environ["PREEMPT_AT"]), [0], progress.Progress.on_step
 sig = getattr(signal, os.environ.get("PREEMPT_SIGNAL", "SIGTERM"))
 delay = float(os.environ.get("PREEMPT_DELAY", "0"))
+times = int(os.environ.get("PREEMPT_TIMES", "1"))
 def on_step(self, step, loss):
     seen[0] += 1
     if seen[0] == at:
         if delay:
             threading.Timer(delay, os.kill, (os.getpid(), sig)).start()
         else:
-            os.kill(os.getpid(), sig)
+            for _ in range(times):
+                os.kill(os.getpid(), sig)
     return orig(self, step, loss)
 progress.Progress.on_step = on_step
 sys.argv = ["tasks.fit", *sys.argv[1:]]
@@ -114,6 +116,28 @@ def test_sigterm_mid_chunk_then_rerun_equals_uninterrupted_fit(tmp_path, referen
     assert s.done[:n].all() and s.done.sum() == n
     assert np.abs(np.asarray(s.params[:n]) - params[:n]).max() <= 1e-6
     assert not (store / ".inflight" / f"0-{n}.pt").exists()     # its rows are done: the state is gone
+
+
+def test_ctrl_c_saves_the_nefs_in_flight_and_a_second_ctrl_c_stops_at_once(tmp_path, reference):
+    store = tmp_path / "store"
+    first = subprocess.run([sys.executable, "-c", DRIVER, *FIXED, f"task.nef_dir={store}",
+                            f"hydra.run.dir={tmp_path / 'run1'}"], cwd=ROOT, capture_output=True, text=True,
+                           env={**os.environ, "PREEMPT_AT": "30", "PREEMPT_SIGNAL": "SIGINT"}, timeout=300)
+    assert first.returncode == 130, first.stderr[-2000:]
+    assert "interrupted: stopped by Ctrl-C at step 10: finished rows written, 8 NeFs in flight saved" in first.stderr
+    assert "Traceback" not in first.stderr and (store / ".inflight" / "0-32.pt").exists()
+    again = _run(FIXED, store, tmp_path / "run2")
+    assert again.returncode == 0 and "resuming 8 NeFs from step 10 " in again.stdout + again.stderr
+    assert np.abs(np.asarray(open_store(store).params[:32]) - reference["fixed"][0][:32]).max() <= 1e-6
+    # twice, in the second chunk: no waiting for the step, no state saved; the first chunk's rows are written
+    store2 = tmp_path / "store2"
+    twice = subprocess.run([sys.executable, "-c", DRIVER, *FIXED, f"task.nef_dir={store2}",
+                            f"hydra.run.dir={tmp_path / 'run3'}"], cwd=ROOT, capture_output=True, text=True,
+                           env={**os.environ, "PREEMPT_AT": "50", "PREEMPT_SIGNAL": "SIGINT", "PREEMPT_TIMES": "2"},
+                           timeout=300)
+    assert twice.returncode == 130 and "interrupted; rerun the same command to resume" in twice.stderr, twice.stderr[-2000:]
+    assert "Traceback" not in twice.stderr and not (store2 / ".inflight" / "0-32.pt").exists()
+    assert open_store(store2).done[:16].all() and not open_store(store2).done[16:].any()
 
 
 def test_sigkill_at_random_moments_then_reruns_lose_nothing(tmp_path, reference):
