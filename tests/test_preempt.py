@@ -89,6 +89,26 @@ class _Capture(logging.Handler):
         self.text += record.getMessage() + "\n"
 
 
+def _drive(args, store, run_dir, **env):
+    """DRIVER in a subprocess: the fit of ``args`` signalled as the PREEMPT_* variables in ``env`` say."""
+    return subprocess.run([sys.executable, "-c", DRIVER, *args, f"task.nef_dir={store}", f"hydra.run.dir={run_dir}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **{k: str(v) for k, v in env.items()}})
+
+
+def _signal_at(monkeypatch, at: int, sig) -> None:
+    """In this process: send ``sig`` to itself after training step ``at``."""
+    seen, orig = [0], progress.Progress.on_step
+
+    def on_step(self, step, loss):
+        seen[0] += 1
+        if seen[0] == at:
+            os.kill(os.getpid(), sig)
+        return orig(self, step, loss)
+
+    monkeypatch.setattr(progress.Progress, "on_step", on_step)
+
+
 def _run(args, store, run_dir, env=None, **kw):
     return subprocess.run([sys.executable, "-m", "tasks.fit", *args, f"task.nef_dir={store}", f"hydra.run.dir={run_dir}"],
                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300, **kw)
@@ -98,9 +118,7 @@ def _run(args, store, run_dir, env=None, **kw):
                                              ("stream", 25, "resuming 8 NeFs from steps ")])
 def test_sigterm_mid_chunk_then_rerun_equals_uninterrupted_fit(tmp_path, reference, mode, at, resumed):
     args, store = (FIXED if mode == "fixed" else STREAM), tmp_path / "store"
-    first = subprocess.run([sys.executable, "-c", DRIVER, *args, f"task.nef_dir={store}",
-                            f"hydra.run.dir={tmp_path / 'run1'}"], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "PREEMPT_AT": str(at)}, timeout=300)
+    first = _drive(args, store, tmp_path / "run1", PREEMPT_AT=at)
     assert first.returncode == Preempted.exit_code, first.stderr[-2000:]
     assert "preempted: stopped by SIGTERM at step" in first.stderr and "Traceback" not in first.stderr
     assert (store / ".inflight" / f"0-{32 if mode == 'fixed' else 24}.pt").exists()
@@ -120,9 +138,7 @@ def test_sigterm_mid_chunk_then_rerun_equals_uninterrupted_fit(tmp_path, referen
 
 def test_ctrl_c_saves_the_nefs_in_flight_and_a_second_ctrl_c_stops_at_once(tmp_path, reference):
     store = tmp_path / "store"
-    first = subprocess.run([sys.executable, "-c", DRIVER, *FIXED, f"task.nef_dir={store}",
-                            f"hydra.run.dir={tmp_path / 'run1'}"], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "PREEMPT_AT": "30", "PREEMPT_SIGNAL": "SIGINT"}, timeout=300)
+    first = _drive(FIXED, store, tmp_path / "run1", PREEMPT_AT=30, PREEMPT_SIGNAL="SIGINT")
     assert first.returncode == 130, first.stderr[-2000:]
     assert "interrupted: stopped by Ctrl-C at step 10: finished rows written, 8 NeFs in flight saved" in first.stderr
     assert "Traceback" not in first.stderr and (store / ".inflight" / "0-32.pt").exists()
@@ -131,10 +147,7 @@ def test_ctrl_c_saves_the_nefs_in_flight_and_a_second_ctrl_c_stops_at_once(tmp_p
     assert np.abs(np.asarray(open_store(store).params[:32]) - reference["fixed"][0][:32]).max() <= 1e-6
     # twice, in the second chunk: no waiting for the step, no state saved; the first chunk's rows are written
     store2 = tmp_path / "store2"
-    twice = subprocess.run([sys.executable, "-c", DRIVER, *FIXED, f"task.nef_dir={store2}",
-                            f"hydra.run.dir={tmp_path / 'run3'}"], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "PREEMPT_AT": "50", "PREEMPT_SIGNAL": "SIGINT", "PREEMPT_TIMES": "2"},
-                           timeout=300)
+    twice = _drive(FIXED, store2, tmp_path / "run3", PREEMPT_AT=50, PREEMPT_SIGNAL="SIGINT", PREEMPT_TIMES=2)
     assert twice.returncode == 130 and "interrupted; rerun the same command to resume" in twice.stderr, twice.stderr[-2000:]
     assert "Traceback" not in twice.stderr and not (store2 / ".inflight" / "0-32.pt").exists()
     assert open_store(store2).done[:16].all() and not open_store(store2).done[16:].any()
@@ -147,10 +160,7 @@ def test_sigkill_at_random_moments_then_reruns_lose_nothing(tmp_path, reference)
     for kill in range(3):   # a random step of each run, then a random moment of the next few ms: mid-step/save/write
         at, delay = rng.randint(4, 25), rng.uniform(0.0, 0.01)
         run = tmp_path / f"run{kill}"
-        proc = subprocess.run([sys.executable, "-c", DRIVER, *args, f"task.nef_dir={store}", f"hydra.run.dir={run}"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PREEMPT_AT": str(at), "PREEMPT_SIGNAL": "SIGKILL",
-                                   "PREEMPT_DELAY": str(delay)})
+        proc = _drive(args, store, run, PREEMPT_AT=at, PREEMPT_SIGNAL="SIGKILL", PREEMPT_DELAY=delay)
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
         logs.append((run / "fit.log").read_text())
         s = open_store(store)                                    # whatever the moment, the store opens
@@ -171,18 +181,10 @@ def test_sigkill_at_random_moments_then_reruns_lose_nothing(tmp_path, reference)
 
 def _preempted_state(tmp_path, monkeypatch) -> dict:
     """The state a SIGTERM at step 30 of FIXED leaves (in this process)."""
-    seen, orig = [0], progress.Progress.on_step
-
-    def on_step(self, step, loss):
-        seen[0] += 1
-        if seen[0] == 30:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return orig(self, step, loss)
-
-    monkeypatch.setattr(progress.Progress, "on_step", on_step)
+    _signal_at(monkeypatch, 30, signal.SIGTERM)
     with pytest.raises(Preempted, match="stopped by SIGTERM at step 10"):
         fit(_cfg(tmp_path / "a", *FIXED))
-    monkeypatch.setattr(progress.Progress, "on_step", orig)
+    monkeypatch.undo()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL     # the default handler is back
     return torch.load(tmp_path / "a" / ".inflight" / "0-32.pt", weights_only=True)
 
@@ -221,22 +223,14 @@ def test_a_launchers_own_handler_runs_after_the_state_is_saved(tmp_path, monkeyp
         calls.append((signum, (store / ".inflight" / "0-32.pt").exists(), int(open_store(store).done.sum())))
         raise SystemExit(-1)
 
-    seen, orig = [0], progress.Progress.on_step
-
-    def on_step(self, step, loss):
-        seen[0] += 1
-        if seen[0] == 50:
-            os.kill(os.getpid(), signal.SIGUSR1)
-        return orig(self, step, loss)
-
     previous = signal.signal(signal.SIGUSR1, launcher)
     try:
-        monkeypatch.setattr(progress.Progress, "on_step", on_step)
+        _signal_at(monkeypatch, 50, signal.SIGUSR1)
         with pytest.raises(SystemExit):
             fit(_cfg(store, *FIXED))
         assert calls == [(signal.SIGUSR1, True, 16)]   # state saved and the first chunk's rows written first
         assert signal.getsignal(signal.SIGUSR1) is launcher
-        monkeypatch.setattr(progress.Progress, "on_step", orig)
+        monkeypatch.undo()
         fit(_cfg(store, *FIXED))
     finally:
         signal.signal(signal.SIGUSR1, previous)
