@@ -2,6 +2,7 @@
 
     python -m scripts.bench --nefs siren mlp --parallel 64 256 1024 2048 --n 256 --steps 500 --lr 1e-3
     python -m scripts.bench --nefs siren --parallel 256 --anchor      # + fit-a-nef, ratio printed
+    python -m scripts.bench --n 70000 --parallel auto --anchor-parallel 16384 --device cuda --anchor  # defaults
 
 Each configuration runs ``python -m tasks.fit`` in a fresh process and times the whole process (imports,
 data, compilation, training, store writes); compilation (the first step) is also reported on its own,
@@ -28,7 +29,10 @@ ANCHOR_NAMES = {"siren": "SIREN", "mlp": "MLP", "rffnet": "RFFNet", "fouriernet"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nefs", nargs="+", default=["siren"], choices=sorted(ANCHOR_NAMES))
-    p.add_argument("--parallel", nargs="+", type=int, default=[256], help="num_parallel_nefs values")
+    p.add_argument("--parallel", nargs="+", type=_chunk, default=[256],
+                   help="num_parallel_nefs values; auto: fitnef's own choice (the default setting)")
+    p.add_argument("--anchor-parallel", type=int, default=None,
+                   help="fit-a-nef's num_parallel_nefs (default: --parallel; needed with --parallel auto)")
     p.add_argument("--n", type=int, default=256, help="NeFs fitted per configuration")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -43,6 +47,15 @@ def parse_args(argv=None):
     p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is kept")
     p.add_argument("--out", default=None, help="output folder (default outputs/bench/<time>)")
     return p.parse_args(argv)
+
+
+def _chunk(value: str):
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of NeFs or auto") from None
 
 
 def run_fitnef(args, nef, parallel, work: Path, copies: int = 1) -> dict:
@@ -60,6 +73,7 @@ def run_fitnef(args, nef, parallel, work: Path, copies: int = 1) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"fitnef failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
     s = json.loads((run_dir / "summary.json").read_text())
+    parallel = s["num_parallel_nefs"]   # what auto chose
     return {"system": "fitnef", "nef": nef, "parallel": parallel, "n": args.n, "steps": args.steps,
             "process_s": round(wall, 3), "nefs_per_s": round(args.n / wall, 3),
             "train_nefs_per_s": round(s["train_nefs_per_s"], 3), "compile_s": round(s["warmup_s"], 3),
@@ -148,6 +162,8 @@ def plot(rows, path: Path) -> bool:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.anchor and "auto" in args.parallel and args.anchor_parallel is None:
+        raise SystemExit("--parallel auto with --anchor: give fit-a-nef's chunk with --anchor-parallel N")
     out = Path(args.out or ROOT / "outputs" / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S"))
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -160,14 +176,16 @@ def main(argv=None):
             for parallel in args.parallel:
                 ours = best_of(lambda: run_fitnef(args, nef, parallel, work, copies), args.repeat)
                 rows.append(ours)
-                msg = (f"{nef:10s} parallel {parallel:5d}: fitnef {ours['nefs_per_s']:7.2f} NeFs/s "
+                chunk = f"auto={ours['parallel']}" if parallel == "auto" else str(parallel)
+                msg = (f"{nef:10s} parallel {chunk:>5s}: fitnef {ours['nefs_per_s']:7.2f} NeFs/s "
                        f"(train {ours['train_nefs_per_s']:.1f}, compile {ours['compile_s']:.1f}s), "
                        f"PSNR {ours['psnr_mean']:.2f}")
                 if args.anchor:
-                    theirs = best_of(lambda: run_anchor(args, nef, parallel, npz), args.repeat)
+                    theirs = best_of(lambda: run_anchor(args, nef, args.anchor_parallel or parallel, npz), args.repeat)
                     rows.append(theirs)
                     ratio = ours["nefs_per_s"] / theirs["nefs_per_s"]
-                    msg += (f" | fit-a-nef {theirs['nefs_per_s']:.2f} NeFs/s (train {theirs['train_nefs_per_s']:.1f}), "
+                    msg += (f" | fit-a-nef {theirs['nefs_per_s']:.2f} NeFs/s (train {theirs['train_nefs_per_s']:.1f}, "
+                            f"parallel {theirs['parallel']}), "
                             f"PSNR {theirs['psnr_mean']:.2f} | ratio {ratio:.2f}x, "
                             f"dPSNR {ours['psnr_mean'] - theirs['psnr_mean']:+.2f} dB")
                     ours["ratio_vs_anchor"] = round(ratio, 3)
