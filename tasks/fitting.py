@@ -91,7 +91,7 @@ def build_engine(plan: RunPlan) -> ChunkFitter:
     return ChunkFitter(template=copy.deepcopy(plan.template).to(ex.device), optimizer=plan.optimizer,
                        schedule=plan.schedule, num_steps=tr.num_steps, check_every=tr.check_every,
                        target=tr.target, metric=plan.modality.metric, compile=ex.compile,
-                       micro_batch=ex.micro_batch, kernel=ex.kernel)
+                       micro_batch=ex.micro_batch, kernel=ex.kernel, matmul_precision=ex.matmul_precision)
 
 
 def open_run_store(plan: RunPlan) -> NefStore:
