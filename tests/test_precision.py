@@ -129,3 +129,38 @@ def test_the_fits_torch_step_runs_at_the_setting_and_the_process_keeps_its_own(c
     seen.clear()
     fit(compose(*COMMON, "task.train.matmul_precision=high", nef_dir=tmp_path / "high"))
     assert seen and set(seen) == {"medium"}    # on the CPU high leaves torch's setting alone
+
+
+def test_the_emulations_rounding_is_round_to_nearest_even_or_toward_zero():
+    """scripts/precision_bench.py: bf16 as torch converts (RNE), tf32 against a float64 reference, ties to even,
+    carries into the exponent; rz drops the bits."""
+    from scripts.precision_bench import round_mantissa
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100000, generator=g) * torch.exp(3 * torch.randn(100000, generator=g))
+    assert torch.equal(round_mantissa(x, 7), x.to(torch.bfloat16).float())
+    m, e = torch.frexp(x.double())
+    for bits in (7, 10):
+        assert torch.equal(round_mantissa(x, bits), torch.ldexp(torch.round(m * 2.0 ** (bits + 1)) / 2.0 ** (bits + 1), e).float())
+        assert torch.equal(round_mantissa(x, bits, "rz"), torch.ldexp(torch.trunc(m * 2.0 ** (bits + 1)) / 2.0 ** (bits + 1), e).float())
+    ties = torch.tensor([1 + 2 ** -11, 1 + 3 * 2 ** -11, 2 - 2 ** -12, -(1 + 2 ** -11)])
+    assert round_mantissa(ties, 10).tolist() == [1.0, 1 + 2 * 2 ** -10, 2.0, -1.0]
+
+
+def test_rounded_matmul_rounds_inputs_forward_and_backward_under_vmap():
+    from torch.func import grad, vmap
+
+    from scripts.precision_bench import RoundedMatmul, round_mantissa
+
+    g = torch.Generator().manual_seed(1)
+    w, h, t = torch.randn(3, 5, 4, generator=g), torch.randn(3, 4, 6, generator=g), torch.randn(3, 5, 6, generator=g)
+
+    def loss(w, h, t):
+        return ((RoundedMatmul.apply(w, h, 7, "rne") - t) ** 2).sum()
+
+    gw, gh = vmap(grad(loss, argnums=(0, 1)))(w, h, t)
+    r = lambda v: round_mantissa(v, 7)  # noqa: E731
+    dz = 2 * (r(w) @ r(h) - t)
+    torch.testing.assert_close(gw, r(dz) @ r(h).transpose(1, 2), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gh, r(w).transpose(1, 2) @ r(dz), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(gw, dz @ h.transpose(1, 2), rtol=1e-4, atol=1e-4)   # bf16 rounding shows
