@@ -1,8 +1,8 @@
 """``task.train.matmul_precision``: what the train step's float32 matmuls round their inputs to, in torch's
 own vocabulary (``torch.set_float32_matmul_precision``); products are accumulated in fp32 in every case.
 
-  highest  fp32 inputs (the default)
-  high     TF32 inputs (10 explicit mantissa bits)
+  highest  fp32 inputs (ChunkFitter's default)
+  high     TF32 inputs (10 explicit mantissa bits; the config's default, conf/base/task.yaml)
   medium   bf16 inputs (7 explicit mantissa bits)
 
 What each step does with it:
@@ -28,7 +28,6 @@ from .errors import FitnefError
 # torch's name -> the fused kernel's PREC
 KERNEL_PRECISION = {"highest": "ieee", "high": "tf32", "medium": "bf16"}
 INPUTS = {"highest": "fp32", "high": "tf32", "medium": "bf16"}
-DEFAULT = "highest"
 
 
 def resolve_matmul_precision(setting) -> str:

@@ -185,7 +185,7 @@ def main(argv=None):
     torch.set_float32_matmul_precision("highest")   # on CPU "medium" would send every matmul through oneDNN bf16
     print(f"{args.n} digits (28x28), {args.steps} steps, Adam lr {args.lr:g}, torch step on CPU, hidden matmuls "
           "emulated as the fused kernel computes them")
-    print(f"{'nef':9s} {'inputs':6s} {'psnr dB':>8s} {'- fp32 dB':>10s} {'± s.e.':>7s} {'worst NeF':>9s} {'s':>6s}",
+    print(f"{'nef':9s} {'inputs':7s} {'psnr dB':>8s} {'- fp32 dB':>10s} {'± s.e.':>7s} {'worst NeF':>9s} {'s':>6s}",
           flush=True)
     for nef in args.nefs:
         label, overrides = NEFS[nef]
@@ -196,11 +196,11 @@ def main(argv=None):
             took = time.perf_counter() - t
             if base is None:
                 base = psnr
-                print(f"{label:9s} {NAMES[precision]:6s} {psnr.mean():8.3f} {'':>10s} {'':>7s} {'':>9s} {took:6.0f}",
+                print(f"{label:9s} {NAMES[precision]:7s} {psnr.mean():8.3f} {'':>10s} {'':>7s} {'':>9s} {took:6.0f}",
                       flush=True)
                 continue
             d = psnr - base
-            print(f"{label:9s} {NAMES[precision]:6s} {psnr.mean():8.3f} {d.mean():+10.4f} "
+            print(f"{label:9s} {NAMES[precision]:7s} {psnr.mean():8.3f} {d.mean():+10.4f} "
                   f"{d.std(ddof=1) / np.sqrt(len(d)):7.4f} {d.min():+9.3f} {took:6.0f}", flush=True)
 
 

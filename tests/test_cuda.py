@@ -11,7 +11,9 @@ from tasks.fitting import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-COMMON = ["task.train.num_steps=60", "scheduler.value=5e-3", "task.train.end_idx=96"]
+# fp32 matmuls (not the default tf32): these compare devices and steps to float32 rounding
+COMMON = ["task.train.num_steps=60", "scheduler.value=5e-3", "task.train.end_idx=96",
+          "task.train.matmul_precision=highest"]
 EAGER = [*COMMON, "task.train.compile=false"]   # compiling is tested once, in the first test
 
 
@@ -60,7 +62,7 @@ def test_cuda_store_reconstructs_on_cpu(compose, tmp_path):
 
 
 FUSED_500 = ["task.train.num_steps=500", "scheduler.value=1e-3", "task.train.end_idx=96", "device=cuda",
-             "task.train.compile=false"]
+             "task.train.compile=false", "task.train.matmul_precision=highest"]
 
 
 def test_fused_step_fits_the_torch_nefs_on_cuda(compose, tmp_path):
@@ -122,7 +124,7 @@ def test_matmul_precision_high_fits_close_to_fp32_on_cuda(compose, tmp_path, ker
     the fit), the fused step with tf32 inputs; PSNR within 0.1 dB of fp32's, the NeFs not identical."""
     before = torch.get_float32_matmul_precision()
     common = [*EAGER, "device=cuda", f"task.train.kernel={kernel}"]
-    fp32 = fit(compose(*common, nef_dir=tmp_path / "fp32"))
+    fp32 = fit(compose(*common, nef_dir=tmp_path / "fp32"))     # EAGER: highest
     tf32 = fit(compose(*common, "task.train.matmul_precision=high", nef_dir=tmp_path / "tf32"))
     assert torch.get_float32_matmul_precision() == before
     (_, p32), (_, plo) = _store(tmp_path / "fp32"), _store(tmp_path / "tf32")

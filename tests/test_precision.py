@@ -1,6 +1,7 @@
 """task.train.matmul_precision: the config option (one-line errors before any store), a store's identity
-(stores recorded before the key resume under fp32, are refused under anything else), and what the torch
-step does with torch's own setting (nefs/precision.py). The fused kernel's side: tests/interp_fused.py."""
+(stores recorded before the key resume under fp32, highest, and are refused under anything else, the default
+high included), and what the torch step does with torch's own setting (nefs/precision.py). The fused kernel's
+side: tests/interp_fused.py."""
 import pytest
 import torch
 import zarr
@@ -29,8 +30,9 @@ def test_the_setting_reaches_the_engine_and_the_identity(compose):
     plan = plan_run(compose(*COMMON, "task.train.matmul_precision=medium"))
     assert plan.execution.matmul_precision == "medium" and build_engine(plan).matmul_precision == "medium"
     assert plan.identity["task"]["train"]["matmul_precision"] == "medium"
-    assert build_engine(plan_run(compose(*COMMON))).matmul_precision == "highest"   # the default: fp32
-    assert identity(compose(*COMMON)) != identity(compose(*COMMON, "task.train.matmul_precision=high"))
+    assert build_engine(plan_run(compose(*COMMON))).matmul_precision == "high"   # the default: tf32
+    assert ChunkFitter(None, None, None, 1).matmul_precision == "highest"         # the engine's own: fp32
+    assert identity(compose(*COMMON)) != identity(compose(*COMMON, "task.train.matmul_precision=highest"))
 
 
 def _forget_the_key(store):
@@ -42,13 +44,16 @@ def _forget_the_key(store):
 
 
 def test_a_store_recorded_without_the_key_resumes_as_fp32_and_is_refused_otherwise(compose, tmp_path, monkeypatch):
-    fit(compose(*COMMON))
+    fp32 = [*COMMON, "task.train.matmul_precision=highest"]
+    fit(compose(*fp32))
     _forget_the_key(tmp_path / "store")
-    more = [*COMMON, "task.train.end_idx=8"]
-    with pytest.raises(FitnefError) as e:
-        fit(compose(*more, "task.train.matmul_precision=high"))
-    assert "\n" not in str(e.value)
-    assert "(task.train.matmul_precision: 'highest' (store) != 'high' (now))" in str(e.value)
+    for other in ([], ["task.train.matmul_precision=medium"]):   # the default (high), and bf16
+        with pytest.raises(FitnefError) as e:
+            fit(compose(*COMMON, "task.train.end_idx=8", *other))
+        now = "medium" if other else "high"
+        assert "\n" not in str(e.value)
+        assert f"(task.train.matmul_precision: 'highest' (store) != '{now}' (now))" in str(e.value)
+    more = [*fp32, "task.train.end_idx=8"]
     with monkeypatch.context() as m:   # what the table is for: without it the old store is refused
         m.setattr("tasks.fitting.IMPLICIT_KEYS", {})
         with pytest.raises(FitnefError, match=r"task.train.matmul_precision: '<missing>' \(store\) != 'highest'"):
@@ -123,11 +128,11 @@ def test_the_fits_torch_step_runs_at_the_setting_and_the_process_keeps_its_own(c
 
     monkeypatch.setattr(ChunkFitter, "grad_fn_eager", watched)
     torch.set_float32_matmul_precision("medium")
-    fit(compose(*COMMON))
+    fit(compose(*COMMON, "task.train.matmul_precision=highest"))
     assert seen and set(seen) == {"highest"}
     assert torch.get_float32_matmul_precision() == "medium"
     seen.clear()
-    fit(compose(*COMMON, "task.train.matmul_precision=high", nef_dir=tmp_path / "high"))
+    fit(compose(*COMMON, nef_dir=tmp_path / "high"))   # the default, high
     assert seen and set(seen) == {"medium"}    # on the CPU high leaves torch's setting alone
 
 
