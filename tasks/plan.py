@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from nefs.errors import FitnefError
 from nefs.fused import resolve_kernel
 from nefs.meta import load_init
-from nefs.precision import resolve_matmul_precision
 from nefs.modality import load as load_modality_class
+from nefs.precision import resolve_matmul_precision
 from nefs.stack import ParamLayout, init_stacked
 from nefs.store import NefStore
 
