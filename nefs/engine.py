@@ -27,6 +27,7 @@ from torch.func import functional_call, grad_and_value
 
 from .fused import fused_grad_fn
 from .modality import Metric, Params, Problem  # noqa: F401  (Problem: the protocol chunks follow)
+from .precision import AtPrecision, resolve_matmul_precision
 from .slot_optim import StackedOptimizer, slot_optimizer
 from .stack import stacked_forward
 
@@ -69,7 +70,7 @@ class ChunkFitter:
     def __init__(self, template: torch.nn.Module, optimizer: Callable, schedule: Callable[[int], float],
                  num_steps: int, check_every: int = 10, target: Optional[float] = None, compile: bool = True,
                  micro_batch: Optional[int] = None, on_step: Optional[Callable] = None,
-                 metric: Optional[Metric] = None, kernel: str = "torch"):
+                 metric: Optional[Metric] = None, kernel: str = "torch", matmul_precision: str = "highest"):
         self.template = template
         self.optimizer = optimizer
         self.schedule = schedule
@@ -80,6 +81,8 @@ class ChunkFitter:
         self.compile = compile
         self.micro_batch = micro_batch
         self.kernel = kernel   # torch | fused | auto: the gradient's implementation (nefs/fused/select.py)
+        # highest | high | medium: the train step's matmul inputs, fp32 / tf32 / bf16 (nefs/precision.py)
+        self.matmul_precision = resolve_matmul_precision(matmul_precision)
         # on_step(step, loss (N,), params, problem) after each optimizer step, outside the timed step
         # (loggers, progress; None: no call, no sync)
         self.on_step = on_step
@@ -98,9 +101,14 @@ class ChunkFitter:
         k = (type(problem), batched)
         if k not in self._grad_fns:
             fn = self.grad_fn_eager(problem, batched)
-            fn = _Compiled(fn) if self.compile else fn
-            self._grad_fns[k] = fused_grad_fn(self.template, problem, batched, self.kernel, fallback=fn)
+            fn = self.at_precision(_Compiled(fn) if self.compile else fn)
+            self._grad_fns[k] = fused_grad_fn(self.template, problem, batched, self.kernel, fallback=fn,
+                                              matmul_precision=self.matmul_precision)
         return self._grad_fns[k]
+
+    def at_precision(self, fn):
+        """A torch grad fn run at ``matmul_precision`` (torch's setting around each call; nefs/precision.py)."""
+        return AtPrecision(fn, self.matmul_precision, next(self.template.parameters()).device)
 
     def grad_fn_eager(self, problem, batched: bool = False):
         """The per-NeF gradient, never compiled (also for probes that try many shapes)."""

@@ -38,7 +38,8 @@ def choose_num_parallel(fitter, make: Callable, rows: np.ndarray, device: torch.
             # the step the fit will run: torch uncompiled (compiling per probed size would cost more than it
             # tells), or the fused kernel, whose memory and throughput differ from torch's
             grad = fused_grad_fn(fitter.template, problem, batched, getattr(fitter, "kernel", "torch"),
-                                 fallback=fitter.grad_fn_eager(problem, batched), quiet=True)
+                                 fallback=fitter.at_precision(fitter.grad_fn_eager(problem, batched)),
+                                 matmul_precision=fitter.matmul_precision, quiet=True)
             grad(params, coords, targets)  # warm-up
             torch.cuda.synchronize(device)
             t = time.perf_counter()

@@ -14,6 +14,7 @@ exclusive file lock for writes to chunks they may share; a shard whose range fal
 owns its chunk files and writes them without it (``write_rows(..., exclusive=)``).
 """
 import contextlib
+import copy
 import json
 from pathlib import Path
 from typing import Optional
@@ -51,6 +52,23 @@ def diff_keys(a, b, prefix="") -> list:
     return [] if a == b else [f"{prefix[:-1]}: {a!r} (store) != {b!r} (now)"]
 
 
+def with_implicit(config: dict, implicit: Optional[dict]) -> dict:
+    """A recorded identity with the keys it predates filled in. ``implicit`` maps dotted keys that entered
+    identities later to the value every config recorded without them was fitted with (the caller's table:
+    tasks/identity.py IMPLICIT_KEYS); a key whose parent is missing is left out. A copy; ``config`` is kept."""
+    if not implicit or not isinstance(config, dict):
+        return config
+    out = copy.deepcopy(config)
+    for dotted, value in implicit.items():
+        *parents, last = dotted.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(last, value)
+    return out
+
+
 def _not_done(group, start: int, end: int) -> np.ndarray:
     """Indices in [start, end) whose ``done`` flag is not set."""
     return np.flatnonzero(~group["done"][start:end]) + start
@@ -80,7 +98,8 @@ class NefStore:
     @classmethod
     def create_or_open(cls, path, *, identity: dict, num_rows: int, layout: ParamLayout, rows: dict,
                        chunk_rows: int, modality: dict, nef: dict, metric: Metric,
-                       versions: Optional[dict] = None) -> "NefStore":
+                       versions: Optional[dict] = None, implicit: Optional[dict] = None) -> "NefStore":
+        """implicit: keys added to identities later -> the value a store recorded without them has (with_implicit)."""
         path = Path(path)
         identity = json.loads(json.dumps(identity))  # plain JSON types, as stored
         with _lock(path):
@@ -88,7 +107,7 @@ class NefStore:
                 group = zarr.open_group(str(path), mode="r+")
                 if group.attrs.get("complete"):
                     stored = group.attrs["config"]
-                    diffs = diff_keys(stored, identity)
+                    diffs = diff_keys(with_implicit(stored, implicit), with_implicit(identity, implicit))
                     if diffs:
                         raise FitnefError(
                             f"store {path} was fitted with a different config ({'; '.join(diffs)}); "

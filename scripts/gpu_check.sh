@@ -5,7 +5,8 @@
 #   3. scripts.bench on CUDA: 70 000 SIREN-8 NeFs with the default settings (fresh process, side by side with
 #      fit-a-nef at num_parallel_nefs=$PARALLEL); SIREN and MLP at large chunks with the default step (task.train.kernel=auto: the
 #      fused Triton step) side by side with fit-a-nef, and SIREN's torch step eager
-#      (then the step alone: torch compiled / eager vs fused with fp32, tf32 and bf16 matmul inputs, with
+#      (then the step alone: torch compiled / eager vs fused with fp32, tf32 and bf16 matmul inputs
+#      (task.train.matmul_precision=highest, high, medium), with
 #      roofline lines; and a profile of where the device time goes)
 #      when a driver for the machine's JAX is given: scripts/anchor_modern/prepare.sh builds .anchor_gpu, then
 #      ANCHOR_SCRIPT=.anchor_gpu/run.sh ANCHOR_PYTHON=bash bash scripts/gpu_check.sh (carry .whl and .anchor_gpu)
@@ -80,8 +81,8 @@ if want step; then
 part "step time alone: torch compiled / eager, fused (fp32 inputs), with roofline lines"
 timeout 90 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren mlp siren_scaled --parallel "$PARALLEL" \
   --steps 200 --variants compiled eager fused 2>&1 | grep -v -i warn
-part "fused step with tf32 and bf16 matmul inputs (fp32 accumulation)"
-for prec in tf32 bf16; do
+part "fused step with tf32 and bf16 matmul inputs (task.train.matmul_precision=high, medium; fp32 accumulation)"
+for prec in high medium; do
   timeout 30 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren siren_scaled --parallel "$PARALLEL" \
     --steps 200 --variants fused --precision $prec 2>&1 | grep -v -i warn | tail -n +2
 done

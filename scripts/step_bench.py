@@ -10,10 +10,12 @@ store) and reports the step time from the run's own timer, compilation excluded.
   compiled   torch.compile, default mode (what task.train.compile=true does)
   graph      torch.compile mode reduce-overhead: the step replayed as a CUDA graph (FITNEF_COMPILE_MODE)
   eager      task.train.compile=false
-  fused      task.train.kernel=fused: the Triton step of nefs/fused (--precision: its matmul inputs)
-The torch variants run with task.train.kernel=torch. After each variant a roofline line: the step's FLOPs and
-least HBM bytes (nefs/fused/roofline.py, for the NeFs the fused step supports) and the fraction of the chip's
-FP32 rate and HBM bandwidth the measured step reached (peaks: H200 by default, --peak-tflops / --peak-tbs).
+  fused      task.train.kernel=fused: the Triton step of nefs/fused
+--precision sets task.train.matmul_precision for every variant: highest (fp32, default), high (tf32), medium
+(bf16 in the fused step; tf32 in torch's on CUDA; nefs/precision.py). The torch variants run with
+task.train.kernel=torch. After each variant a roofline line: the step's FLOPs and least HBM bytes
+(nefs/fused/roofline.py, for the NeFs the fused step supports) and the fraction of the chip's FP32 rate and
+HBM bandwidth the measured step reached (peaks: H200 by default, --peak-tflops / --peak-tbs).
 """
 import argparse
 import os
@@ -34,8 +36,8 @@ def main(argv=None):
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="also print the K kernels that take the most device time (torch.profiler), per variant")
-    p.add_argument("--precision", default="ieee", choices=("ieee", "tf32", "bf16"),
-                   help="matmul inputs of the fused variant (accumulation is fp32)")
+    p.add_argument("--precision", default="highest", choices=("highest", "high", "medium"),
+                   help="task.train.matmul_precision: fp32, tf32 or bf16 matmul inputs (accumulation is fp32)")
     p.add_argument("--tile", default="", metavar="POINTS,WARPS[,STAGES]",
                    help="tile of the fused variant (default: nefs/fused/step.py TILES by width)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -60,7 +62,6 @@ def main(argv=None):
     for nef in args.nefs:
         for variant in args.variants:
             os.environ["FITNEF_COMPILE_MODE"] = "reduce-overhead" if variant == "graph" else ""
-            os.environ["FITNEF_FUSED_PRECISION"] = args.precision if variant == "fused" else ""
             os.environ["FITNEF_FUSED_TILE"] = args.tile if variant == "fused" else ""
             torch._dynamo.reset()
             with tempfile.TemporaryDirectory() as tmp, \
@@ -70,6 +71,7 @@ def main(argv=None):
                     f"task.train.num_parallel_nefs={args.parallel}", f"task.train.num_steps={args.steps}",
                     "scheduler.value=1e-3", f"task.train.compile={variant not in ('eager', 'fused')}",
                     f"task.train.kernel={'fused' if variant == 'fused' else 'torch'}", "task.log.progress=false",
+                    f"task.train.matmul_precision={args.precision}",
                     f"task.nef_dir={tmp}/store", *args.set])
                 cost = step_cost_of(cfg, args.parallel)
                 t = time.perf_counter()

@@ -4,6 +4,7 @@
 covers its whole subtree). Everything else is derived from it: a store's identity (runs that differ only
 in these may share a store; any other difference is refused, naming the keys), and the default store
 name of a sweep job (tasks/resolvers.py leaves these out, so shards of one fit share one store).
+``IMPLICIT_KEYS``: keys added to the identity later, and what stores recorded before them implicitly had.
 """
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,6 +17,15 @@ RUN_ONLY_KEYS = (
     "task.train.checkpoint_every",
     "dataset.path", "dataset.out_channels",
 )
+
+# Keys that entered the identity after stores were first written, with the value every store recorded without
+# them was fitted with (not the current default, should that change): where identities are compared (a store's
+# config, tasks/fitting.py; an in-flight state, tasks/preempt.py) a recorded identity lacking one is read as
+# having that value, so older stores resume under it and are refused under any other. Add a key here when a
+# new key changes what is computed.
+IMPLICIT_KEYS = {
+    "task.train.matmul_precision": "highest",   # fp32 matmul inputs: all there was before the option
+}
 
 
 def is_run_only(key: str) -> bool:

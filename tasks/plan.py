@@ -22,6 +22,7 @@ from nefs.errors import FitnefError
 from nefs.fused import resolve_kernel
 from nefs.meta import load_init
 from nefs.modality import load as load_modality_class
+from nefs.precision import resolve_matmul_precision
 from nefs.stack import ParamLayout, init_stacked
 from nefs.store import NefStore
 
@@ -166,7 +167,8 @@ def load_modality(cfg: DictConfig):
 # -- the plan ------------------------------------------------------------------------------------------
 @dataclass
 class Execution:
-    """How the run executes (none of it enters a store's identity)."""
+    """How the run executes (none of it enters a store's identity but matmul_precision, which changes the
+    NeFs slightly)."""
 
     device: torch.device
     chunk: Optional[int]           # NeFs per chunk / slots; None until probed (num_parallel_nefs=auto)
@@ -174,6 +176,7 @@ class Execution:
     compile: bool
     kernel: str                    # torch | fused: the gradient's implementation (nefs/fused)
     continuous: bool               # continuous batching (with an early-stop target)
+    matmul_precision: str = "highest"   # highest | high | medium: the step's matmul inputs (nefs/precision.py)
 
 
 @dataclass
@@ -259,7 +262,8 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     pending = NefStore.peek_pending(cfg.task.nef_dir, start, end)
     execution = Execution(device=device, chunk=chunk, micro_batch=micro_batch(tr.micro_batch, device),
                           compile=resolve_compile(tr.compile, device, len(pending) * int(tr.num_steps), layout.size),
-                          kernel=resolve_kernel(tr.kernel, template, device), continuous=bool(tr.continuous))
+                          kernel=resolve_kernel(tr.kernel, template, device), continuous=bool(tr.continuous),
+                          matmul_precision=resolve_matmul_precision(tr.matmul_precision))
     nef_record = {**OmegaConf.to_container(cfg.nef, resolve=True),  # all build_model() needs
                   "in_features": modality.in_features, "out_features": modality.out_features}
     return RunPlan(cfg=cfg, modality=modality, labels=np.asarray(labels), template=template, layout=layout,

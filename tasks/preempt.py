@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 from nefs.errors import Preempted
-from nefs.store import diff_keys
+from nefs.store import diff_keys, with_implicit
+
+from .identity import IMPLICIT_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +198,9 @@ class Preemption:
     def _mismatch(self, state: dict) -> str:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             return "not a fitnef in-flight state"
-        if state["identity"] != self.meta["identity"]:
-            diffs = "; ".join(diff_keys(state["identity"], self.meta["identity"])).replace(" (store) ", " (saved) ")
+        saved = with_implicit(state["identity"], IMPLICIT_KEYS)   # a state saved before a key was added
+        if saved != self.meta["identity"]:
+            diffs = "; ".join(diff_keys(saved, self.meta["identity"])).replace(" (store) ", " (saved) ")
             return f"made for another config ({diffs[:300]})"
         if state["layout"] != self.meta["layout"]:
             return "made for another NeF layout"

@@ -28,6 +28,7 @@ class TrainConfig:
     compile: Any = MISSING              # true, false, or auto (when the run repays compiling)
     micro_batch: Any = MISSING          # auto, null or an int
     kernel: str = MISSING               # auto | fused | torch: the gradient's implementation (nefs/fused)
+    matmul_precision: str = MISSING     # highest | high | medium: fp32 / tf32 / bf16 matmul inputs (nefs/precision.py)
     continuous: bool = MISSING
     checkpoint_every: Optional[int] = MISSING   # steps between saves of the NeFs in flight (tasks/preempt.py)
     init: str = MISSING                 # default | meta

@@ -7,6 +7,7 @@ each program in Python) but cross tile boundaries: point counts and widths are n
 """
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -182,3 +183,76 @@ def test_continuous_batching_with_the_fused_step_equals_torch():
     for r in range(6):
         assert out["fused"][r][1] == out["torch"][r][1]
         assert (out["fused"][r][0] - out["torch"][r][0]).abs().max() < 1e-4
+
+
+# -- task.train.matmul_precision -------------------------------------------------------------------------
+@pytest.fixture
+def bf16_as_on_gpu(monkeypatch):
+    """Two things Triton 3.8's interpreter gets wrong about bf16, set as the GPU does them: its fp32 -> bf16
+    cast truncates (the GPU's cvt.rn.bf16.f32 rounds to nearest even: torch's conversion), and its tl.dot
+    multiplies bf16 operands' bit patterns as integers (it stores bf16 as uint16); here they are widened to
+    the fp32 values they stand for (exact), multiplied and summed in fp32."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter as ti
+
+    cast, builder = ti.InterpreterBuilder.cast_impl, ti.InterpreterBuilder
+
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            data = torch.from_numpy(np.ascontiguousarray(src.data)).to(torch.bfloat16).view(torch.int16)
+            return ti.TensorHandle(data.numpy().view(np.uint16), dst_type.scalar)
+        return cast(self, src, dst_type)
+
+    def widened(h):
+        return (h.data.astype(np.uint32) << 16).view(np.float32) if h.dtype.scalar == tl.bfloat16 else h.data
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        out = np.matmul(widened(a), widened(b), dtype=d.data.dtype) + d.data
+        return ti.TensorHandle(out, d.dtype.scalar)
+
+    monkeypatch.setattr(builder, "cast_impl", cast_impl)
+    monkeypatch.setattr(builder, "create_dot", create_dot)
+
+
+@pytest.mark.parametrize("case", ["siren8-shared", "siren20-4layers-scaled-batched", "mlp15-rgb-batched", "rff32"])
+def test_bf16_fused_gradients_equal_the_emulated_torch_step(case, bf16_as_on_gpu):
+    """scripts/precision_bench.py's emulation (the torch step with exactly the hidden matmuls' inputs rounded to
+    bf16, forward and backward, fp32 sums) computes the kernel's bf16 arithmetic: same gradients to float32
+    rounding, where they differ from the fp32 step's by far more (so a wrong emulation, e.g. rounding the output
+    layer too or the backward pass not at all, fails)."""
+    from scripts.precision_bench import hidden_matmuls_rounded
+
+    make, loss, batched, n, p = CASES[case]
+    template = make()
+    params = init_stacked(template, [0] * n, list(range(n)), fixed_init=False)
+    x, y = _inputs(template, loss, batched, n, p)
+    spec, _ = describe(template)
+    g_fused, l_fused = FusedGrad(spec, "mse", "bf16")(params, x, y)
+    step = torch_step(template, mse, batched)
+    g32, l32 = step(params, x, y)
+    with hidden_matmuls_rounded(template, "medium"):
+        g_emul, l_emul = step(params, x, y)
+    torch.testing.assert_close(l_fused, l_emul, rtol=1e-5, atol=1e-6)
+    gap = 0.0
+    for name in g_emul:
+        scale = g_emul[name].abs().max().item() + 1e-6
+        assert (g_fused[name] - g_emul[name]).abs().max().item() <= 2e-5 * scale + 1e-7, name
+        gap = max(gap, (g32[name] - g_emul[name]).abs().max().item() / scale)
+    assert gap > 1e-3, gap    # bf16 moved the gradients: the comparison above could tell
+
+
+@pytest.mark.parametrize("setting,prec", [("highest", "ieee"), ("high", "tf32"), ("medium", "bf16")])
+def test_matmul_precision_reaches_the_fused_kernel(setting, prec, compose, tmp_path):
+    """task.train.matmul_precision -> plan -> build_engine -> ChunkFitter -> fused_grad_fn -> the kernel's PREC."""
+    from tasks.fitting import build_engine
+    from tasks.plan import plan_run
+
+    plan = plan_run(compose("device=cpu", "task.train.kernel=fused", f"task.train.matmul_precision={setting}",
+                            "task.train.end_idx=4", "task.train.compile=false"))
+    assert plan.execution.matmul_precision == setting
+    fitter = build_engine(plan)
+    _, problem = plan.make(np.arange(4))
+    grad = fitter.grad_fn(problem, False)
+    assert grad.fused.const["PREC"] == prec
+    assert not (tmp_path / "store").exists()

@@ -11,7 +11,9 @@ from tasks.fitting import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-COMMON = ["task.train.num_steps=60", "scheduler.value=5e-3", "task.train.end_idx=96"]
+# fp32 matmuls (not the default tf32): these compare devices and steps to float32 rounding
+COMMON = ["task.train.num_steps=60", "scheduler.value=5e-3", "task.train.end_idx=96",
+          "task.train.matmul_precision=highest"]
 EAGER = [*COMMON, "task.train.compile=false"]   # compiling is tested once, in the first test
 
 
@@ -60,7 +62,7 @@ def test_cuda_store_reconstructs_on_cpu(compose, tmp_path):
 
 
 FUSED_500 = ["task.train.num_steps=500", "scheduler.value=1e-3", "task.train.end_idx=96", "device=cuda",
-             "task.train.compile=false"]
+             "task.train.compile=false", "task.train.matmul_precision=highest"]
 
 
 def test_fused_step_fits_the_torch_nefs_on_cuda(compose, tmp_path):
@@ -84,21 +86,47 @@ def test_fused_step_on_cuda_matches_torch_for_each_batch_kind(compose, tmp_path,
     assert np.abs(p_t[rows] - p_f[rows]).max() < 1e-3
 
 
-@pytest.mark.parametrize("precision", ["tf32", "bf16"])
-def test_fused_low_precision_inputs_stay_close_on_cuda(precision, monkeypatch):
-    """FITNEF_FUSED_PRECISION: matmul inputs rounded (tf32, bf16), accumulation fp32."""
+@pytest.mark.parametrize("precision", ["high", "medium"])
+def test_fused_low_precision_inputs_stay_close_on_cuda(precision):
+    """task.train.matmul_precision through the engine: the fused step's matmul inputs rounded (tf32, bf16),
+    accumulation fp32."""
     from nefs import SIREN
-    from nefs.fused.spec import describe
-    from nefs.fused.step import FusedGrad
+    from nefs.engine import ChunkFitter
     from nefs.stack import init_stacked
 
-    template = SIREN(2, 1, 32)
-    params = init_stacked(template, [0] * 64, list(range(64)), fixed_init=False, device="cuda")
+    class Problem:
+        fused_loss = "mse"
+        loss = staticmethod(lambda pred, target: ((pred - target) ** 2).mean())
+
+    template = SIREN(2, 1, 32).cuda()
+    params = init_stacked(SIREN(2, 1, 32), [0] * 64, list(range(64)), fixed_init=False, device="cuda")
     x = torch.rand(784, 2, device="cuda") * 2 - 1
     y = torch.randn(64, 784, 1, device="cuda")
-    spec, _ = describe(template)
-    g32, l32 = FusedGrad(spec, "mse")(params, x, y)
-    glo, llo = FusedGrad(spec, "mse", precision)(params, x, y)
+
+    def grad_fn(setting):
+        fitter = ChunkFitter(template, torch.optim.Adam, lambda s: 1e-3, 1, compile=False, kernel="fused",
+                             matmul_precision=setting)
+        fn = fitter.grad_fn(Problem(), False)
+        assert fn.fused.const["PREC"] == {"highest": "ieee", "high": "tf32", "medium": "bf16"}[setting]
+        return fn
+
+    g32, l32 = grad_fn("highest")(params, x, y)
+    glo, llo = grad_fn(precision)(params, x, y)
     assert torch.allclose(llo, l32, rtol=2e-2)
+    assert any(not torch.equal(glo[k], g32[k]) for k in g32)   # the inputs were rounded
     for k in g32:
         assert (glo[k] - g32[k]).norm() <= 0.05 * g32[k].norm() + 1e-6, k
+
+
+@pytest.mark.parametrize("kernel", ["torch", "fused"])
+def test_matmul_precision_high_fits_close_to_fp32_on_cuda(compose, tmp_path, kernel):
+    """A fit with task.train.matmul_precision=high (tf32): the torch step under torch's setting (restored after
+    the fit), the fused step with tf32 inputs; PSNR within 0.1 dB of fp32's, the NeFs not identical."""
+    before = torch.get_float32_matmul_precision()
+    common = [*EAGER, "device=cuda", f"task.train.kernel={kernel}"]
+    fp32 = fit(compose(*common, nef_dir=tmp_path / "fp32"))     # EAGER: highest
+    tf32 = fit(compose(*common, "task.train.matmul_precision=high", nef_dir=tmp_path / "tf32"))
+    assert torch.get_float32_matmul_precision() == before
+    (_, p32), (_, plo) = _store(tmp_path / "fp32"), _store(tmp_path / "tf32")
+    assert tf32.metric_mean == pytest.approx(fp32.metric_mean, abs=0.1)
+    assert not np.array_equal(p32[:96], plo[:96])

@@ -27,10 +27,11 @@ def test_fused_kernel_equals_the_torch_step_in_the_triton_interpreter():
     assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
 
 
-# fit-a-nef's default sizes as the fit would launch them (auto picks the fused step for these on a GPU)
-AHEAD = [(SIREN(2, 1, 8), "mse", "ieee"), (SIREN(2, 1, 32), "mse", "tf32"), (SIREN(2, 1, 32), "mse", "bf16"),
-         (SIREN(3, 1, 64, omega_0=30.0), "bce_logits", "ieee"), (MLP(2, 3, 15), "mse", "ieee"),
-         (RFFNet(2, 1, 32), "mse", "ieee")]
+# fit-a-nef's default sizes as the fit would launch them (auto picks the fused step for these on a GPU;
+# task.train.matmul_precision=high, the default: tf32; highest: ieee)
+AHEAD = [(SIREN(2, 1, 8), "mse", "ieee"), (SIREN(2, 1, 8), "mse", "tf32"), (SIREN(2, 1, 32), "mse", "tf32"),
+         (SIREN(2, 1, 32), "mse", "bf16"), (SIREN(3, 1, 64, omega_0=30.0), "bce_logits", "ieee"),
+         (MLP(2, 3, 15), "mse", "ieee"), (MLP(2, 3, 15), "mse", "tf32"), (RFFNet(2, 1, 32), "mse", "ieee")]
 # wide ones, which only task.train.kernel=fused runs on a GPU: gradient sums in memory (padded 128, two hidden
 # layers) and half-width blocks (padded 256)
 WIDE = [(MLP(2, 1, 100), "mse", "ieee"), (SIREN(2, 1, 256), "mse", "ieee")]

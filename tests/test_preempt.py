@@ -179,11 +179,11 @@ def test_sigkill_at_random_moments_then_reruns_lose_nothing(tmp_path, reference)
     assert not (store / ".inflight" / "0-32.pt").exists()
 
 
-def _preempted_state(tmp_path, monkeypatch) -> dict:
+def _preempted_state(tmp_path, monkeypatch, *overrides) -> dict:
     """The state a SIGTERM at step 30 of FIXED leaves (in this process)."""
     _signal_at(monkeypatch, 30, signal.SIGTERM)
     with pytest.raises(Preempted, match="stopped by SIGTERM at step 10"):
-        fit(_cfg(tmp_path / "a", *FIXED))
+        fit(_cfg(tmp_path / "a", *FIXED, *overrides))
     monkeypatch.undo()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL     # the default handler is back
     return torch.load(tmp_path / "a" / ".inflight" / "0-32.pt", weights_only=True)
@@ -235,3 +235,23 @@ def test_a_launchers_own_handler_runs_after_the_state_is_saved(tmp_path, monkeyp
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert np.abs(np.asarray(open_store(store).params[:32]) - reference["fixed"][0][:32]).max() <= 1e-6
+
+
+def test_an_in_flight_state_saved_before_a_key_was_added_resumes(tmp_path, monkeypatch, reference, caplog):
+    """A state saved before task.train.matmul_precision entered the identity is read as fp32 (tasks/identity.py
+    IMPLICIT_KEYS): the rerun resumes it; without the table it would be ignored, naming the key."""
+    state = _preempted_state(tmp_path, monkeypatch, "task.train.matmul_precision=highest")
+    del state["identity"]["task"]["train"]["matmul_precision"]
+    torch.save(state, tmp_path / "a" / ".inflight" / "0-32.pt")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="tasks.preempt"):
+        m.setattr("tasks.preempt.IMPLICIT_KEYS", {})
+        fit(_cfg(tmp_path / "b", *FIXED, "task.train.matmul_precision=highest"))
+    assert ("made for another config (task.train.matmul_precision: '<missing>' (saved) != 'highest' (now))"
+            in caplog.text)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tasks.preempt"):
+        fit(_cfg(tmp_path / "a", *FIXED, "task.train.matmul_precision=highest"))
+    assert "resuming 8 NeFs from step 10 " in caplog.text and "ignoring" not in caplog.text
+    got = np.asarray(open_store(tmp_path / "a").params[:32])
+    assert np.abs(got - reference["fixed"][0][:32]).max() <= 1e-6

@@ -12,6 +12,7 @@ import os
 import torch
 
 from ..errors import FitnefError
+from ..precision import KERNEL_PRECISION, precision_line
 from .spec import MAX_AUTO_CUDA_WIDTH, describe
 
 log = logging.getLogger(__name__)
@@ -59,34 +60,38 @@ def resolve_kernel(setting, template, device: torch.device) -> str:
     return setting
 
 
-def fused_grad_fn(template, problem, batched: bool, setting: str, fallback, precision: str = "",
+def fused_grad_fn(template, problem, batched: bool, setting: str, fallback, matmul_precision: str = "highest",
                   quiet: bool = False):
     """The engine's grad fn for ``problem``: the fused step, or ``fallback`` (the torch one) where
-    ``setting`` is auto and the fused step cannot run. Logs the choice.
+    ``setting`` is auto and the fused step cannot run. Logs the choice, with the matmul precision.
 
-    precision: the matmul inputs, "ieee" (fp32, default), or experimentally "tf32" / "bf16" (fp32
-    accumulation), also from FITNEF_FUSED_PRECISION. Not part of a store's identity: for benchmarks.
+    matmul_precision: task.train.matmul_precision (nefs/precision.py): the fused step's matmul inputs,
+    highest (fp32), high (tf32) or medium (bf16), fp32 accumulation; ``fallback`` applies it itself.
     quiet: no log line (the chunk-size probe builds one per size)."""
-    if setting == "torch":
-        return fallback
     device = next(template.parameters()).device
-    reason = why_not(template, device, problem, interpreter_ok=setting == "fused", auto=setting == "auto")
     what = f"{type(template).__name__}, {'per-NeF' if batched else 'shared'} coordinates"
+    if setting == "torch":
+        if not quiet:
+            log.info("task.train.kernel=torch: torch step for %s; %s", what,
+                     precision_line(matmul_precision, False, device))
+        return fallback
+    reason = why_not(template, device, problem, interpreter_ok=setting == "fused", auto=setting == "auto")
     if reason:
         if setting == "fused":
             raise FitnefError(f"task.train.kernel=fused: {reason}; use task.train.kernel=auto or torch")
         if not quiet:
-            log.info("task.train.kernel=auto: torch step for %s (%s)", what, reason)
+            log.info("task.train.kernel=auto: torch step for %s (%s); %s", what, reason,
+                     precision_line(matmul_precision, False, device))
         return fallback
     from .step import FusedGrad
 
     spec, _ = describe(template)
-    precision = precision or os.environ.get("FITNEF_FUSED_PRECISION") or "ieee"
     if not quiet:
-        log.info("task.train.kernel=%s: fused Triton step for %s%s%s", setting, what,
+        log.info("task.train.kernel=%s: fused Triton step for %s%s; %s", setting, what,
                  " (Triton interpreter)" if device.type != "cuda" else "",
-                 "" if precision == "ieee" else f", {precision} matmul inputs")
-    return _FirstCallChecked(FusedGrad(spec, type(problem).fused_loss, precision), fallback, strict=setting == "fused")
+                 precision_line(matmul_precision, True, device))
+    return _FirstCallChecked(FusedGrad(spec, type(problem).fused_loss, KERNEL_PRECISION[matmul_precision]), fallback,
+                             strict=setting == "fused")
 
 
 class _FirstCallChecked:
