@@ -81,7 +81,7 @@ def test_aligned_shards_write_without_the_lock_and_equal_one_process(compose, tm
         assert (summary.start_idx, summary.end_idx) == (8 * k, 8 * k + 8)
         # opening (or creating) the store, its attributes, and once the data fingerprint's array; no row write
         assert len(lock_calls) == (3 if k == 0 else 2)
-    fit(compose(*TINY, nef_dir=tmp_path / "single"))
+    fit(compose(*TINY, "task.train.num_parallel_nefs=4", nef_dir=tmp_path / "single"))   # same chunks, one process
     a, b = open_store(sharded), open_store(tmp_path / "single")
     assert a.done[:16].all() and not a.done[16:].any()
     assert np.array_equal(np.asarray(a.params[:16]), np.asarray(b.params[:16]))
