@@ -14,10 +14,9 @@ exclusive file lock for writes to chunks they may share; a shard whose range fal
 owns its chunk files and writes them without it (``write_rows(..., exclusive=)``).
 """
 import contextlib
-import copy
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -52,23 +51,6 @@ def diff_keys(a, b, prefix="") -> list:
     return [] if a == b else [f"{prefix[:-1]}: {a!r} (store) != {b!r} (now)"]
 
 
-def with_implicit(config: dict, implicit: Optional[dict]) -> dict:
-    """A recorded identity with the keys it predates filled in. ``implicit`` maps dotted keys that entered
-    identities later to the value every config recorded without them was fitted with (the caller's table:
-    tasks/identity.py IMPLICIT_KEYS); a key whose parent is missing is left out. A copy; ``config`` is kept."""
-    if not implicit or not isinstance(config, dict):
-        return config
-    out = copy.deepcopy(config)
-    for dotted, value in implicit.items():
-        *parents, last = dotted.split(".")
-        node = out
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.setdefault(last, value)
-    return out
-
-
 def _not_done(group, start: int, end: int) -> np.ndarray:
     """Indices in [start, end) whose ``done`` flag is not set."""
     return np.flatnonzero(~group["done"][start:end]) + start
@@ -98,8 +80,10 @@ class NefStore:
     @classmethod
     def create_or_open(cls, path, *, identity: dict, num_rows: int, layout: ParamLayout, rows: dict,
                        chunk_rows: int, modality: dict, nef: dict, metric: Metric,
-                       versions: Optional[dict] = None, implicit: Optional[dict] = None) -> "NefStore":
-        """implicit: keys added to identities later -> the value a store recorded without them has (with_implicit)."""
+                       versions: Optional[dict] = None,
+                       upgrade: Optional[Callable[[dict], dict]] = None) -> "NefStore":
+        """upgrade: brings the store's recorded identity to the caller's keys before they are compared (an
+        identity written by an earlier version; tasks/identity.py ``upgrade_identity``)."""
         path = Path(path)
         identity = json.loads(json.dumps(identity))  # plain JSON types, as stored
         with _lock(path):
@@ -107,7 +91,7 @@ class NefStore:
                 group = zarr.open_group(str(path), mode="r+")
                 if group.attrs.get("complete"):
                     stored = group.attrs["config"]
-                    diffs = diff_keys(with_implicit(stored, implicit), with_implicit(identity, implicit))
+                    diffs = diff_keys(upgrade(stored) if upgrade else stored, identity)
                     if diffs:
                         raise FitnefError(
                             f"store {path} was fitted with a different config ({'; '.join(diffs)}); "

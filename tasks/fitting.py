@@ -25,7 +25,7 @@ from nefs.modality import locator
 from nefs.probe import choose_num_parallel
 from nefs.store import NefStore
 
-from .identity import IMPLICIT_KEYS
+from .identity import upgrade_identity
 from .loggers import make_logger
 from .plan import RunPlan, plan_run
 from .preempt import Preemption
@@ -102,7 +102,7 @@ def open_run_store(plan: RunPlan) -> NefStore:
         plan.cfg.task.nef_dir, identity=plan.identity, num_rows=plan.total, layout=plan.layout, rows=plan.rows(),
         chunk_rows=plan.execution.chunk,
         modality={"name": cls.name, "class": locator(cls), **plan.modality.attrs()},
-        nef=plan.nef_record, metric=cls.metric, versions=versions(), implicit=IMPLICIT_KEYS)
+        nef=plan.nef_record, metric=cls.metric, versions=versions(), upgrade=upgrade_identity)
     plan.align_shard(store.chunk_rows)  # this shard's chunks (the store may predate this run's chunk)
     verify_signals(store, plan.modality.signal_bytes, plan.start, plan.end, dataset_record(plan.cfg))  # same data?
     store.update_attrs(run_attrs(plan.cfg, plan.sharding))  # dataset location, sharding: for inspect / status

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from nefs.errors import Preempted
-from nefs.store import diff_keys, with_implicit
+from nefs.store import diff_keys
 
-from .identity import IMPLICIT_KEYS
+from .identity import upgrade_identity
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class Preemption:
     def _mismatch(self, state: dict) -> str:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             return "not a fitnef in-flight state"
-        saved = with_implicit(state["identity"], IMPLICIT_KEYS)   # a state saved before a key was added
+        saved = upgrade_identity(state["identity"])   # a state saved by an earlier version, in today's keys
         if saved != self.meta["identity"]:
             diffs = "; ".join(diff_keys(saved, self.meta["identity"])).replace(" (store) ", " (saved) ")
             return f"made for another config ({diffs[:300]})"

@@ -9,9 +9,8 @@ import zarr
 from nefs.engine import ChunkFitter
 from nefs.errors import FitnefError
 from nefs.precision import torch_matmul_precision
-from nefs.store import with_implicit
 from tasks.fitting import build_engine, fit
-from tasks.identity import IMPLICIT_KEYS, identity
+from tasks.identity import identity, upgrade_identity
 from tasks.plan import plan_run
 
 COMMON = ["device=cpu", "task.train.end_idx=4", "task.train.num_steps=3", "task.train.compile=false"]
@@ -55,22 +54,35 @@ def test_a_store_recorded_without_the_key_resumes_as_fp32_and_is_refused_otherwi
         assert f"(task.train.matmul_precision: 'highest' (store) != '{now}' (now))" in str(e.value)
     more = [*fp32, "task.train.end_idx=8"]
     with monkeypatch.context() as m:   # what the table is for: without it the old store is refused
-        m.setattr("tasks.fitting.IMPLICIT_KEYS", {})
+        m.setattr("tasks.identity.IMPLICIT_KEYS", {})
         with pytest.raises(FitnefError, match=r"task.train.matmul_precision: '<missing>' \(store\) != 'highest'"):
             fit(compose(*more))
     s = fit(compose(*more))
     assert s.fitted == 4 and s.total_done == 8
 
 
-def test_with_implicit_fills_only_missing_keys_and_keeps_its_input():
+def test_upgrade_fills_only_missing_keys_and_keeps_its_input():
     recorded = {"task": {"train": {"num_steps": 5}}, "nef": {}}
-    filled = with_implicit(recorded, IMPLICIT_KEYS)
+    filled = upgrade_identity(recorded)
     assert filled["task"]["train"] == {"num_steps": 5, "matmul_precision": "highest"}
     assert recorded == {"task": {"train": {"num_steps": 5}}, "nef": {}}
-    assert with_implicit({"task": {"train": {"matmul_precision": "medium"}}}, IMPLICIT_KEYS)["task"]["train"] == {
+    assert upgrade_identity({"task": {"train": {"matmul_precision": "medium"}}})["task"]["train"] == {
         "matmul_precision": "medium"}
-    assert with_implicit({"nef": {}}, IMPLICIT_KEYS) == {"nef": {}}      # no parent: nothing invented
-    assert with_implicit(recorded, None) is recorded
+    assert upgrade_identity({"nef": {}}) == {"nef": {}}      # no parent: nothing invented
+
+
+def test_an_identity_recorded_before_the_floor_plan_reads_as_todays(compose):
+    """What the version before issue 12 recorded: target_psnr (now task.train.target), multi_gpu and task.wandb
+    (gone, they computed nothing), no matmul_precision (fp32 then)."""
+    today = identity(compose(*COMMON, "task.train.matmul_precision=highest", "task.train.target=25"))
+    old = upgrade_identity(today)   # a deep copy to edit
+    train = old["task"]["train"]
+    train["target_psnr"] = train.pop("target")
+    del train["matmul_precision"]
+    train["multi_gpu"] = False
+    old["task"]["wandb"] = {"project": "fitnef", "entity": None, "name": None}
+    assert upgrade_identity(old) == today
+    assert upgrade_identity(old) != identity(compose(*COMMON, "task.train.target=25"))   # the default: tf32
 
 
 @pytest.fixture

@@ -239,13 +239,13 @@ def test_a_launchers_own_handler_runs_after_the_state_is_saved(tmp_path, monkeyp
 
 def test_an_in_flight_state_saved_before_a_key_was_added_resumes(tmp_path, monkeypatch, reference, caplog):
     """A state saved before task.train.matmul_precision entered the identity is read as fp32 (tasks/identity.py
-    IMPLICIT_KEYS): the rerun resumes it; without the table it would be ignored, naming the key."""
+    IMPLICIT_KEYS, through upgrade_identity): the rerun resumes it; without the table it would be ignored, naming the key."""
     state = _preempted_state(tmp_path, monkeypatch, "task.train.matmul_precision=highest")
     del state["identity"]["task"]["train"]["matmul_precision"]
     torch.save(state, tmp_path / "a" / ".inflight" / "0-32.pt")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="tasks.preempt"):
-        m.setattr("tasks.preempt.IMPLICIT_KEYS", {})
+        m.setattr("tasks.identity.IMPLICIT_KEYS", {})
         fit(_cfg(tmp_path / "b", *FIXED, "task.train.matmul_precision=highest"))
     assert ("made for another config (task.train.matmul_precision: '<missing>' (saved) != 'highest' (now))"
             in caplog.text)
