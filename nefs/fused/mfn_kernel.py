@@ -45,9 +45,12 @@ def _mm(a, b, PREC: tl.constexpr):
 
 @triton.jit
 def _filter(xs, i: tl.constexpr, n, N, fw_ptr, fb_ptr, mu_ptr, gm_ptr, offs_h, hmask,
-            D: tl.constexpr, H: tl.constexpr, GABOR: tl.constexpr):
+            D: tl.constexpr, H: tl.constexpr, GABOR: tl.constexpr, dep):
     """Filter i on a tile of points xs (D columns of BLOCK_P): (g, sin, cos, window, squared distance);
-    the last two are the sine's and 0 for FourierNet. Unused values are dead code after inlining."""
+    the last two are the sine's and 0 for FourierNet. Unused values are dead code after inlining.
+    dep: a tile of the layer chain this filter is needed by; adding dep * 0 (not foldable in IEEE floats, and
+    exact for finite dep) makes the filter wait for it, so the compiler does not compute all F filters up
+    front and hold them in registers (measured with ptxas: spills otherwise)."""
     base = i * N + n
     for d in tl.static_range(D):
         wd = tl.load(fw_ptr + (base * H + offs_h) * D + d, mask=hmask, other=0.0)
@@ -55,7 +58,7 @@ def _filter(xs, i: tl.constexpr, n, N, fw_ptr, fb_ptr, mu_ptr, gm_ptr, offs_h, h
             pre = xs[d][:, None] * wd[None, :]
         else:
             pre = pre + xs[d][:, None] * wd[None, :]
-    pre = pre + tl.load(fb_ptr + base * H + offs_h, mask=hmask, other=0.0)[None, :]
+    pre = pre + tl.load(fb_ptr + base * H + offs_h, mask=hmask, other=0.0)[None, :] + dep * 0.0
     s = tl.sin(pre)
     co = tl.cos(pre)
     if GABOR:
@@ -167,7 +170,7 @@ def mfn_step_kernel(
         for d in tl.static_range(D):
             xs = xs + (tl.load(xrow + d, mask=pmask, other=0.0),)
         # ---- forward: keep u_1..u_{F-1}
-        g, _s, _co, _e, _q = _filter(xs, 0, n, N, fwp, fbp, mup, gmp, offs_h, hmask, D, H, GABOR)
+        g, _s, _co, _e, _q = _filter(xs, 0, n, N, fwp, fbp, mup, gmp, offs_h, hmask, D, H, GABOR, 0.0)
         z = g
         us = ()
         for i in tl.static_range(1, F):
@@ -176,7 +179,7 @@ def mfn_step_kernel(
             b = tl.load(lbp + lbase * H + offs_h, mask=hmask, other=0.0)
             u = _mm(z, wt, PREC) + b[None, :]
             us = us + (u,)
-            g, _s, _co, _e, _q = _filter(xs, i, n, N, fwp, fbp, mup, gmp, offs_h, hmask, D, H, GABOR)
+            g, _s, _co, _e, _q = _filter(xs, i, n, N, fwp, fbp, mup, gmp, offs_h, hmask, D, H, GABOR, u)
             z = g * u
         # ---- output layer, loss, and its backward pass, one channel at a time
         dz = tl.zeros((BLOCK_P, HP), dtype=tl.float32)
@@ -197,7 +200,7 @@ def mfn_step_kernel(
             gwo += tl.where((offs_c == c)[:, None], tl.sum(dy[:, None] * z, axis=0)[None, :], 0.0)
             gbo += tl.where(offs_c == c, tl.sum(dy, axis=0), 0.0)
         # ---- backward, top down (rows of masked points carry dz = 0), each sum added to as soon as it is known
-        g, s, co, e, q = _filter(xs, F - 1, n, N, fwp, fbp, mup, gmp, offs_h, hmask, D, H, GABOR)
+        g, s, co, e, q = _filter(xs, F - 1, n, N, fwp, fbp, mup, gmp, offs_h, hmask, D, H, GABOR, dz)
         for i in tl.static_range(F - 1, -1, -1):
             if i >= 1:
                 u = us[i - 1]
@@ -209,7 +212,7 @@ def mfn_step_kernel(
                                                mup, gmp, offs_h, hmask, D, H, GABOR)
             if i >= 1:
                 g, s, co, e, q = _filter(xs, i - 1, n, N, fwp, fbp, mup, gmp, offs_h, hmask, D, H,
-                                         GABOR)
+                                         GABOR, dg)
                 if i >= 2:
                     zin = g * us[i - 2]
                 else:

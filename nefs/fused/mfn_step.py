@@ -9,11 +9,12 @@ import torch
 from .spec import MFNSpec
 from .step import LOSSES, PRECISIONS, FusedGrad
 
-# (points per tile, warps) by padded width, spill-free when compiled for sm_90 at the default sizes (ptxas,
-# no GPU): FourierNet-8 (8 filters) and GaborNet-15 (10 filters); see docs/performance.md. The kernel keeps
-# F - 1 tiles of BLOCK_P x width per step, so many more filters than the defaults may need smaller tiles.
+# (points per tile, warps) by padded width, from sm_90 compiles (ptxas, no GPU) at the default sizes:
+# FourierNet-8 (8 filters) at 32 points, 4 warps: no spills (64 points spill); GaborNet-15 (10 filters) at
+# 16 points, 8 warps: the fewest spills measured, not none (docs/performance.md). The kernel keeps F - 1 tiles
+# of BLOCK_P x width, so more filters than the defaults may spill more. Widths 32 and 64 are not tuned.
 # Speed is not measured. FITNEF_FUSED_TILE=points,warps overrides the table, as for the other NeFs.
-MFN_TILES = {8: (64, 4), 16: (32, 4), 32: (32, 8), 64: (16, 8)}
+MFN_TILES = {8: (32, 4), 16: (16, 8), 32: (16, 8), 64: (16, 8)}
 MFN_WIDEST_TILE = (16, 8)
 
 

@@ -1,9 +1,9 @@
 """``task.train.kernel``: which implementation computes the per-NeF gradients.
 
 torch: vmap(grad_and_value(loss)) of the NeF's forward pass (nefs/engine.py), compiled or eager.
-fused: the Triton kernel of nefs/fused/kernel.py; needs CUDA (or TRITON_INTERPRET=1, Triton's CPU
-       interpreter: exact but slow, for tests), a NeF of nefs.fused.spec.SUPPORTED and a Problem that names
-       its loss in ``fused_loss``.
+fused: the Triton kernel of nefs/fused/kernel.py (nefs/fused/mfn_kernel.py for FourierNet and GaborNet);
+       needs CUDA (or TRITON_INTERPRET=1, Triton's CPU interpreter: exact but slow, for tests), a NeF of
+       nefs.fused.spec.SUPPORTED and a Problem that names its loss in ``fused_loss``.
 auto:  fused where all of that holds on a CUDA device, torch otherwise (never the interpreter).
 """
 import logging
