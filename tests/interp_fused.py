@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value
 
-from nefs import MLP, RFFNet, SIREN
+from nefs import MLP, FourierNet, GaborNet, RFFNet, SIREN
 from nefs.engine import ChunkFitter
 from nefs.fused import fused_grad_fn
 from nefs.fused.spec import describe
@@ -55,6 +55,15 @@ CASES = {
     "mlp1layer": (lambda: MLP(2, 1, 9, num_layers=1), "mse", False, 2, 17),
     "rff32": (lambda: RFFNet(2, 1, 32), "mse", False, 3, 70),
     "rff-frozen-rgb-batched": (lambda: RFFNet(2, 3, 10, num_layers=2, learnable_coefficients=False), "mse", True, 2, 40),
+    # multiplicative filter networks (nefs/fused/mfn_kernel.py): the defaults, 1 to 10 filters, widths 9-40
+    "fourier8-shared": (lambda: FourierNet(), "mse", False, 3, 150),
+    "fourier12-3filters-rgb-batched": (lambda: FourierNet(2, 3, 12, num_filters=3), "mse", True, 2, 70),
+    "fourier-1filter-3d-bce-batched": (lambda: FourierNet(3, 1, 10, num_filters=1), "bce", True, 2, 45),
+    "fourier40-rgb-bce": (lambda: FourierNet(2, 3, 40, num_filters=3), "bce", False, 2, 40),
+    "gabor15-shared": (lambda: GaborNet(), "mse", False, 3, 100),
+    "gabor15-batched": (lambda: GaborNet(), "mse", True, 2, 37),
+    "gabor20-3d-rgb-bce-batched": (lambda: GaborNet(3, 3, 20, num_filters=4), "bce", True, 2, 50),
+    "gabor9-2filters-bce-shared": (lambda: GaborNet(2, 1, 9, num_filters=2, input_scale=32.0), "bce", False, 2, 37),
 }
 
 
@@ -124,6 +133,22 @@ def test_short_fit_with_the_fused_step_equals_the_torch_fit(subset):
         assert (out["fused"].params[name] - out["torch"].params[name]).abs().max() < 1e-4, name
     torch.testing.assert_close(out["fused"].metric, out["torch"].metric, atol=1e-3, rtol=0)
     assert not torch.equal(out["fused"].params["output.weight"], params["output.weight"])  # it did train
+
+
+@pytest.mark.parametrize("make", [FourierNet, GaborNet], ids=["fouriernet", "gabornet"])
+def test_short_mfn_fit_with_the_fused_step_equals_the_torch_fit(make):
+    template = make()
+    n, p = 3, 40
+    x, y = _inputs(template, "mse", False, n, p, seed=3)
+    params = init_stacked(template, [0] * n, list(range(n)), fixed_init=False)
+    out = {}
+    for kernel in ("torch", "fused"):
+        fitter = ChunkFitter(template, torch.optim.Adam, lambda s: 1e-2, num_steps=8, compile=False, kernel=kernel)
+        out[kernel] = fitter.fit(params, _Problem(x, y, 17))
+    for name in params:
+        assert (out["fused"].params[name] - out["torch"].params[name]).abs().max() < 1e-4, name
+    torch.testing.assert_close(out["fused"].metric, out["torch"].metric, atol=1e-3, rtol=0)
+    assert not torch.equal(out["fused"].params["linears.0.weight"], params["linears.0.weight"])  # it did train
 
 
 def test_a_problem_without_a_fused_loss_is_refused_or_left_to_torch():

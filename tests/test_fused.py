@@ -10,7 +10,7 @@ from nefs import GaborNet, FourierNet, MLP, RFFNet, SIREN
 from nefs.errors import FitnefError
 from nefs.fused import resolve_kernel, why_not
 from nefs.fused.roofline import num_params, step_cost
-from nefs.fused.spec import describe
+from nefs.fused.spec import MFNSpec, describe
 from tasks.fitting import fit
 from tasks.identity import identity
 
@@ -31,7 +31,8 @@ def test_fused_kernel_equals_the_torch_step_in_the_triton_interpreter():
 # task.train.matmul_precision=high, the default: tf32; highest: ieee)
 AHEAD = [(SIREN(2, 1, 8), "mse", "ieee"), (SIREN(2, 1, 8), "mse", "tf32"), (SIREN(2, 1, 32), "mse", "tf32"),
          (SIREN(2, 1, 32), "mse", "bf16"), (SIREN(3, 1, 64, omega_0=30.0), "bce_logits", "ieee"),
-         (MLP(2, 3, 15), "mse", "ieee"), (MLP(2, 3, 15), "mse", "tf32"), (RFFNet(2, 1, 32), "mse", "ieee")]
+         (MLP(2, 3, 15), "mse", "ieee"), (MLP(2, 3, 15), "mse", "tf32"), (RFFNet(2, 1, 32), "mse", "ieee"),
+         (FourierNet(), "mse", "ieee"), (GaborNet(), "mse", "ieee")]
 # wide ones, which only task.train.kernel=fused runs on a GPU: gradient sums in memory (padded 128, two hidden
 # layers) and half-width blocks (padded 256)
 WIDE = [(MLP(2, 1, 100), "mse", "ieee"), (SIREN(2, 1, 256), "mse", "ieee")]
@@ -50,17 +51,27 @@ def test_fused_kernel_compiles_for_an_h200_without_a_gpu():
         assert 0 < r.shared_bytes <= 227 * 1024 and r.registers <= 255, (spec, precision, r)
         auto = why_not(template, "cuda", auto=True) == ""
         assert auto == ((template, loss, precision) in AHEAD), spec
-        if auto:
+        if auto and not isinstance(spec, MFNSpec):   # the MFN kernel spills some (docs/performance.md)
             assert r.spill_bytes == 0, (spec, precision, r)
 
 
+class _SubclassedSIREN(SIREN):
+    """Another forward pass, maybe: types are matched exactly."""
+
+
 def test_supported_nefs_are_described_and_others_say_why_not():
-    for template in (SIREN(), SIREN(3, 1, 64, omega_0=30.0), MLP(), RFFNet()):
+    for template in (SIREN(), SIREN(3, 1, 64, omega_0=30.0), MLP(), RFFNet(), FourierNet(), GaborNet(),
+                     FourierNet(3, 3, 12, num_filters=1), GaborNet(3, 2, 9, num_filters=3)):
         spec, reason = describe(template)
         assert reason == "" and num_params(spec) == sum(p.numel() for p in template.parameters())
     assert describe(SIREN())[0].hidden == ("layers.1.weight",) and describe(MLP())[0].padded_width == 16
-    for template in (FourierNet(), GaborNet()):
-        assert "has no fused step (supported: SIREN, MLP, RFFNet)" in describe(template)[1]
+    assert describe(FourierNet())[0] == MFNSpec("FourierNet", 2, 8, 1, 8, False)
+    assert describe(GaborNet())[0] == MFNSpec("GaborNet", 2, 15, 1, 10, True)
+    assert describe(GaborNet())[0].padded_width == 16
+    supported = "(supported: SIREN, MLP, RFFNet, FourierNet, GaborNet)"
+    assert describe(_SubclassedSIREN())[1] == f"nef _SubclassedSIREN has no fused step {supported}"
+    assert "wider than the fused step's 256" in describe(GaborNet(hidden_dim=300))[1]
+    assert "wider than the fused MFN step's 64 on a GPU" in why_not(FourierNet(hidden_dim=65), "cuda")
     assert "hidden_dim=300 is wider than the fused step's 256" in describe(MLP(hidden_dim=300))[1]
     assert "is not CUDA" in why_not(SIREN(), "cpu", interpreter_ok=False)
     # on a GPU: fused runs any width up to 256, auto picks it up to 64 (where it compiles without spills)
@@ -74,10 +85,11 @@ def test_kernel_setting_errors_are_one_line(compose, tmp_path, monkeypatch):
         resolve_kernel("fast", SIREN(), "cpu")
     with pytest.raises(FitnefError, match=r"kernel=fused: device cpu is not CUDA .*use task.train.kernel=auto or torch"):
         fit(compose("device=cpu", "task.train.kernel=fused", "task.train.end_idx=4"))
-    with pytest.raises(FitnefError, match=r"kernel=fused: nef FourierNet has no fused step"):
-        fit(compose("nef=fouriernet", "task.train.kernel=fused", "task.train.end_idx=4"))
+    with pytest.raises(FitnefError, match=r"kernel=fused: nef MLP hidden_dim=300 is wider than the fused step's 256; "
+                                          r"use task.train.kernel=auto or torch"):
+        fit(compose("nef=mlp", "nef.hidden_dim=300", "task.train.kernel=fused", "task.train.end_idx=4"))
     assert not (tmp_path / "store").exists()    # refused before the store is created
-    assert resolve_kernel("auto", FourierNet(), "cpu") == "auto"
+    assert resolve_kernel("auto", MLP(hidden_dim=300), "cpu") == "auto"
 
 
 def test_kernel_is_run_only_and_auto_is_torch_on_cpu(compose, tmp_path, caplog):
@@ -101,3 +113,17 @@ def test_roofline_counts_a_hand_computed_siren_step():
     assert step_cost(spec, 784, 2, shared_coords=False).bytes == cost.bytes + 4 * 784 * 2
     line = cost.line(1e-6, peak_tflops=1.0, peak_tbs=1.0)
     assert "0.914 TFLOP/s = 91.4% of 1 FP32" in line and "= 2.01% of 1 HBM" in line and "floor 0.000914 ms" in line
+
+
+def test_roofline_counts_hand_computed_mfn_steps():
+    spec, _ = describe(FourierNet(2, 1, 8, num_filters=2))   # filters 2 x (16 + 8), a linear 64 + 8, output 9
+    assert num_params(spec) == 129
+    # per point: filters 2 x (2*2*8 forward + the same for weight grads) = 128, linear and output matmuls
+    # 3 x 2*(8*8 + 8*1) = 432; 16 filter units x 5 = 80, 8 linear units x 5 = 40, 1 output x 7: 687 FLOPs
+    assert step_cost(spec, points=100, nefs=3).flops == 687 * 100 * 3
+    assert step_cost(spec, 100, 3).bytes == 4 * (100 * 2 + 3 * (100 + 2 * 129 + 1 + 7 * 129))
+    spec, _ = describe(GaborNet(2, 1, 4, num_filters=2))    # filters 2 x (mu 8 + gamma 4 + 8 + 4), 16 + 4, 5
+    assert num_params(spec) == 73
+    # filters 2 x 2 x (2*2*4) = 64, distances 2 x 2 x (3*2*4) = 96, matmuls 3 x 2*(4*4 + 4) = 120; 8 filter
+    # units x (5 + 7) = 96, 4 linear units x 5 = 20, output 7: 403
+    assert step_cost(spec, points=10, nefs=1, shared_coords=False).flops == 403 * 10

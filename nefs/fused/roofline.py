@@ -7,13 +7,21 @@ derivative, product, bias-gradient sum), each output 4 forward (bias, difference
 backward. The kernel also recomputes hidden inputs for the backward pass (nefs/fused/kernel.py); that is
 overhead, left out so the figure is comparable across implementations.
 
+Multiplicative filter networks (MFNSpec) by the same rules: each filter's A x is a first layer (forward and
+weight gradient), the F - 1 linears and the output are hidden matmuls (three times). Per filter unit 2
+elementwise ops forward (bias, sine) and 3 backward (cosine, product, bias-gradient sum); GaborNet's window
+adds 3 forward (gamma scale, exp, product) and 4 backward (two products for its gradient, gamma's product
+and sum), and its squared distance 3 per input and unit each way (difference, square, sum; mu's gradient:
+product, scale, sum). Per linear unit 2 forward (bias, product with the filter) and 3 backward (the two
+products, the bias-gradient sum). The kernel's filter recompute (nefs/fused/mfn_kernel.py) is left out too.
+
 Bytes are the least HBM traffic of a step with activations on chip: coordinates (once if shared, else per
 NeF), targets, parameters read, gradients written, the loss, and the optimizer's state (Adam: read
 parameter, gradient, two moments; write parameter and moments: 7 floats per parameter).
 """
 from dataclasses import dataclass
 
-from .spec import FusedSpec
+from .spec import FusedSpec, MFNSpec
 
 FLOAT = 4
 ADAM_FLOATS = 7
@@ -40,6 +48,9 @@ class StepCost:
 
 
 def num_params(spec: FusedSpec) -> int:
+    if isinstance(spec, MFNSpec):
+        d, h, c, f = spec.in_features, spec.width, spec.out_features, spec.filters
+        return f * (h * d + h) * (2 if spec.gabor else 1) + (f - 1) * (h * h + h) + c * h + c
     d, h, c, k = spec.in_features, spec.width, spec.out_features, len(spec.hidden)
     first = (h // 2) * d if len(spec.first) == 1 else h * d + h
     return first + k * (h * h + h) + c * h + c
@@ -47,16 +58,28 @@ def num_params(spec: FusedSpec) -> int:
 
 def step_cost(spec: FusedSpec, points: int, nefs: int, shared_coords: bool = True,
               optimizer_floats: int = ADAM_FLOATS) -> StepCost:
-    d, h, c, k = spec.in_features, spec.width, spec.out_features, len(spec.hidden)
-    rff = len(spec.first) == 1
-    first = 2 * d * (h // 2 if rff else h)               # the first matmul, per point
-    middle = k * 2 * h * h + 2 * h * c                   # hidden and output matmuls, per point
-    first_backward = first if (not rff or spec.learnable_first) else 0
-    matmul = first + first_backward + 3 * middle         # forward + weight grads; input grads of all but the first
-    units = h * (k + 1)
-    elementwise = units * (2 + 3) + c * (4 + 3)
-    flops = float(nefs) * points * (matmul + elementwise)
+    if isinstance(spec, MFNSpec):
+        flops = float(nefs) * points * _mfn_point_flops(spec)
+    else:
+        d, h, c, k = spec.in_features, spec.width, spec.out_features, len(spec.hidden)
+        rff = len(spec.first) == 1
+        first = 2 * d * (h // 2 if rff else h)               # the first matmul, per point
+        middle = k * 2 * h * h + 2 * h * c                   # hidden and output matmuls, per point
+        first_backward = first if (not rff or spec.learnable_first) else 0
+        matmul = first + first_backward + 3 * middle         # forward + weight grads; input grads of all but the first
+        units = h * (k + 1)
+        elementwise = units * (2 + 3) + c * (4 + 3)
+        flops = float(nefs) * points * (matmul + elementwise)
+    d, c = spec.in_features, spec.out_features
     s = num_params(spec)
     coords = points * d * (1 if shared_coords else nefs)
     floats = coords + nefs * (points * c + 2 * s + 1 + optimizer_floats * s)
     return StepCost(flops, float(FLOAT * floats))
+
+
+def _mfn_point_flops(spec: MFNSpec) -> int:
+    d, h, c, f = spec.in_features, spec.width, spec.out_features, spec.filters
+    matmul = f * 2 * (2 * d * h) + 3 * ((f - 1) * 2 * h * h + 2 * h * c)   # filters: forward + weight grads
+    window = f * 2 * (3 * d * h) if spec.gabor else 0                        # GaborNet's squared distances
+    elementwise = f * h * ((2 + 3) + ((3 + 4) if spec.gabor else 0)) + (f - 1) * h * (2 + 3) + c * (4 + 3)
+    return matmul + window + elementwise

@@ -1,9 +1,9 @@
 """``task.train.kernel``: which implementation computes the per-NeF gradients.
 
 torch: vmap(grad_and_value(loss)) of the NeF's forward pass (nefs/engine.py), compiled or eager.
-fused: the Triton kernel of nefs/fused/kernel.py; needs CUDA (or TRITON_INTERPRET=1, Triton's CPU
-       interpreter: exact but slow, for tests), a NeF of nefs.fused.spec.SUPPORTED and a Problem that names
-       its loss in ``fused_loss``.
+fused: the Triton kernel of nefs/fused/kernel.py (nefs/fused/mfn_kernel.py for FourierNet and GaborNet);
+       needs CUDA (or TRITON_INTERPRET=1, Triton's CPU interpreter: exact but slow, for tests), a NeF of
+       nefs.fused.spec.SUPPORTED and a Problem that names its loss in ``fused_loss``.
 auto:  fused where all of that holds on a CUDA device, torch otherwise (never the interpreter).
 """
 import logging
@@ -13,7 +13,7 @@ import torch
 
 from ..errors import FitnefError
 from ..precision import KERNEL_PRECISION, precision_line
-from .spec import MAX_AUTO_CUDA_WIDTH, describe
+from .spec import MAX_AUTO_CUDA_WIDTH, MAX_MFN_CUDA_WIDTH, MFNSpec, describe
 
 log = logging.getLogger(__name__)
 CHOICES = ("auto", "fused", "torch")
@@ -37,7 +37,10 @@ def why_not(template, device: torch.device, problem=None, interpreter_ok: bool =
     spec, reason = describe(template)
     if reason:
         return reason
-    if auto and torch.device(device).type == "cuda" and spec.padded_width > MAX_AUTO_CUDA_WIDTH:
+    on_gpu = torch.device(device).type == "cuda"
+    if on_gpu and isinstance(spec, MFNSpec) and spec.padded_width > MAX_MFN_CUDA_WIDTH:
+        return f"nef {spec.kind} hidden_dim={spec.width} is wider than the fused MFN step's {MAX_MFN_CUDA_WIDTH} on a GPU"
+    if auto and on_gpu and spec.padded_width > MAX_AUTO_CUDA_WIDTH:
         return (f"nef {spec.kind} hidden_dim={spec.width}: auto takes the fused step up to {MAX_AUTO_CUDA_WIDTH} "
                 "on a GPU (task.train.kernel=fused runs it up to 256)")
     if problem is not None and getattr(type(problem), "fused_loss", None) is None:

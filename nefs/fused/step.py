@@ -2,14 +2,15 @@
 
 Same contract as ``vmap(grad_and_value(loss))`` of the torch path (nefs/engine.py): params are the stacked
 tensors (N, ...), coords (P, D) shared or (N, P, D) per NeF, targets (N, P, C); grads a dict with one
-stacked tensor per parameter, loss each NeF's own mean loss.
+stacked tensor per parameter, loss each NeF's own mean loss. FusedGrad and compile_for take a FusedSpec
+(SIREN, MLP, RFFNet: nefs/fused/kernel.py) or an MFNSpec (FourierNet, GaborNet: nefs/fused/mfn_step.py).
 """
 import math
 import os
 
 import torch
 
-from .spec import FusedSpec
+from .spec import FusedSpec, MFNSpec
 
 LOSSES = {"mse": 0, "bce_logits": 1}       # a Problem's ``fused_loss`` -> the kernel's LOSS
 PRECISIONS = ("ieee", "tf32", "bf16")      # matmul inputs; accumulation is fp32 in all three
@@ -55,6 +56,10 @@ def launch_config(spec: FusedSpec, loss: str, precision: str = "ieee"):
 def compile_for(spec: FusedSpec, loss: str, precision: str = "ieee", arch: int = 90):
     """The kernel compiled for CUDA compute capability ``arch`` without a GPU (Triton's ahead-of-time path,
     ptxas included): fails where the GPU compile would; ``.metadata.shared`` is its shared memory."""
+    if isinstance(spec, MFNSpec):
+        from .mfn_step import mfn_compile_for
+
+        return mfn_compile_for(spec, loss, precision, arch)
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -70,6 +75,14 @@ def compile_for(spec: FusedSpec, loss: str, precision: str = "ieee", arch: int =
 
 
 class FusedGrad:
+    def __new__(cls, spec, *args, **kwargs):
+        """FusedGrad(MFNSpec, ...) is an MFNFusedGrad (nefs/fused/mfn_step.py), its own kernel."""
+        if cls is FusedGrad and isinstance(spec, MFNSpec):
+            from .mfn_step import MFNFusedGrad
+
+            cls = MFNFusedGrad
+        return super().__new__(cls)
+
     def __init__(self, spec: FusedSpec, loss: str, precision: str = "ieee"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
