@@ -51,7 +51,7 @@ def test_fused_kernel_compiles_for_an_h200_without_a_gpu():
         assert 0 < r.shared_bytes <= 227 * 1024 and r.registers <= 255, (spec, precision, r)
         auto = why_not(template, "cuda", auto=True) == ""
         assert auto == ((template, loss, precision) in AHEAD), spec
-        if auto and not isinstance(spec, MFNSpec):   # the MFN kernel spills some (docs/performance.md)
+        if auto and spec.kind != "GaborNet":   # GaborNet-15 spills 416 B at its best tile (docs/performance.md)
             assert r.spill_bytes == 0, (spec, precision, r)
 
 

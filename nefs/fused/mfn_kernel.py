@@ -217,7 +217,11 @@ def mfn_step_kernel(
                     zin = g * us[i - 2]
                 else:
                     zin = g
-                glw = _add_at(glw, i - 1, _mm(tl.trans(du), zin, PREC), F - 1)
+                if HP == 8:   # a broadcast product summed over the points: fewer registers than tl.dot's here
+                    gw = tl.sum(du[:, :, None] * zin[:, None, :], axis=0)
+                else:         # (ptxas, sm_90: FourierNet-8 spills with the dot, GaborNet-15 less with it)
+                    gw = _mm(tl.trans(du), zin, PREC)
+                glw = _add_at(glw, i - 1, gw, F - 1)
                 glb = _add_at(glb, i - 1, tl.sum(du, axis=0), F - 1)
                 lbase = (i - 1) * N + n
                 w = tl.load(lwp + lbase * H * H + offs_h[:, None] * H + offs_h[None, :], mask=hh, other=0.0)

@@ -10,8 +10,9 @@ from .spec import MFNSpec
 from .step import LOSSES, PRECISIONS, FusedGrad
 
 # (points per tile, warps) by padded width, from sm_90 compiles (ptxas, no GPU) at the default sizes:
-# FourierNet-8 (8 filters) at 32 points, 4 warps: no spills (64 points spill); GaborNet-15 (10 filters) at
-# 16 points, 8 warps: the fewest spills measured, not none (docs/performance.md). The kernel keeps F - 1 tiles
+# FourierNet-8 (8 filters) at 32 points, 4 warps: 168 registers, no spills (64 points spill); GaborNet-15
+# (10 filters) at 16 points, 8 warps: 255 registers, 416 bytes of spill stores, the fewest measured, not none
+# (docs/performance.md). The kernel keeps F - 1 tiles
 # of BLOCK_P x width, so more filters than the defaults may spill more. Widths 32 and 64 are not tuned.
 # Speed is not measured. FITNEF_FUSED_TILE=points,warps overrides the table, as for the other NeFs.
 MFN_TILES = {8: (32, 4), 16: (16, 8), 32: (16, 8), 64: (16, 8)}
