@@ -12,8 +12,6 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .fused import fused_grad_fn
-
 log = logging.getLogger(__name__)
 
 SIZES = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -35,12 +33,11 @@ def choose_num_parallel(fitter, make: Callable, rows: np.ndarray, device: torch.
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
             coords, targets, batched = problem.train_batch(0)
-            # the step the fit will run: torch uncompiled (compiling per probed size would cost more than it
-            # tells), or the fused kernel, whose memory and throughput differ from torch's
-            grad = fused_grad_fn(fitter.template, problem, batched, getattr(fitter, "kernel", "torch"),
-                                 fallback=fitter.at_precision(fitter.grad_fn_eager(problem, batched)),
-                                 matmul_precision=fitter.matmul_precision, quiet=True)
-            grad(params, coords, targets)  # warm-up
+            # the engine's own step (chosen at the first size, nefs/step_choice.py), uncompiled: compiling per
+            # probed size would cost more than it tells
+            step = fitter.grad_fn(problem, batched)
+            step(params, coords, targets)  # warm-up (the first size: the step's choice)
+            grad = step.for_probe()
             torch.cuda.synchronize(device)
             t = time.perf_counter()
             for step in range(steps):

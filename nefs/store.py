@@ -152,6 +152,16 @@ class NefStore:
             return np.arange(start, end)
         return _not_done(group, start, end)
 
+    @staticmethod
+    def peek_chunk_rows(path) -> Optional[int]:
+        """Rows per chunk file of the store at ``path``, None if there is none yet (read-only, no lock): a
+        plan cuts its shard at these boundaries before opening the store."""
+        path = Path(path)
+        if not (path / "zarr.json").exists():
+            return None
+        group = zarr.open_group(str(path), mode="r")
+        return int(group["params"].chunks[0]) if group.attrs.get("complete") and "params" in group else None
+
     def pending(self, start: int, end: int) -> np.ndarray:
         """Indices in [start, end) not yet done."""
         return _not_done(self.group, start, end)

@@ -125,27 +125,27 @@ def hidden_matmuls_rounded(template, precision: str):
 def train_step_rounded(precision: str):
     """Every ChunkFitter's torch train step (the gradient, not the metric's forward pass) with its hidden
     matmuls rounded as the fused kernel rounds them at ``precision``."""
-    from nefs.engine import ChunkFitter
+    from nefs import step_choice
 
     if precision == "highest":
         yield
         return
-    original = ChunkFitter.grad_fn_eager
+    original = step_choice.torch_grad_fn
 
-    def grad_fn_eager(self, problem, batched=False):
-        fn = original(self, problem, batched)
+    def torch_grad_fn(template, problem_type, batched=False):
+        fn = original(template, problem_type, batched)
 
         def step(*args):
-            with hidden_matmuls_rounded(self.template, precision):
+            with hidden_matmuls_rounded(template, precision):
                 return fn(*args)
 
         return step
 
-    ChunkFitter.grad_fn_eager = grad_fn_eager
+    step_choice.torch_grad_fn = torch_grad_fn
     try:
         yield
     finally:
-        ChunkFitter.grad_fn_eager = original
+        step_choice.torch_grad_fn = original
 
 
 def fit_psnrs(nef_overrides, precision: str, n: int, steps: int, lr: float, extra=()) -> np.ndarray:

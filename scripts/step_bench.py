@@ -8,9 +8,11 @@
 Each variant fits ``parallel`` NeFs for ``steps`` steps through ``tasks.fitting.fit`` (same engine, same
 store) and reports the step time from the run's own timer, compilation excluded. Variants:
   compiled   torch.compile, default mode (what task.train.compile=true does)
-  graph      torch.compile mode reduce-overhead: the step replayed as a CUDA graph (FITNEF_COMPILE_MODE)
+  graph      torch.compile mode reduce-overhead: the step replayed as a CUDA graph (task.train.compile_mode)
   eager      task.train.compile=false
   fused      task.train.kernel=fused: the Triton step of nefs/fused
+  auto       task.train.kernel=auto, compiled: the step nefs/step_choice.py measures fastest (logged), here with
+             a cache of its own (the run's choice is measured, not remembered from an earlier run)
 --precision sets task.train.matmul_precision for every variant: highest (fp32, default), high (tf32), medium
 (bf16 in the fused step; tf32 in torch's on CUDA; nefs/precision.py). The torch variants run with
 task.train.kernel=torch. After each variant a roofline line: the step's FLOPs and least HBM bytes
@@ -18,13 +20,28 @@ task.train.kernel=torch. After each variant a roofline line: the step's FLOPs an
 HBM bandwidth the measured step reached (peaks: H200 by default, --peak-tflops / --peak-tbs).
 """
 import argparse
+import contextlib
 import os
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("compiled", "graph", "eager", "fused")
+VARIANTS = ("compiled", "graph", "eager", "fused", "auto")
+
+
+@contextlib.contextmanager
+def _own_cache(tmp: str):
+    """auto's decisions cached under ``tmp``: each run measures (nefs/step_choice.py reads $XDG_CACHE_HOME)."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = tmp
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = before
 
 
 def main(argv=None):
@@ -61,16 +78,18 @@ def main(argv=None):
     print(f"{'nef':8s} {'variant':16s} {'ms/step':>8s} {'NeF-steps/s':>12s} {'compile s':>9s} {'psnr':>6s}")
     for nef in args.nefs:
         for variant in args.variants:
-            os.environ["FITNEF_COMPILE_MODE"] = "reduce-overhead" if variant == "graph" else ""
             os.environ["FITNEF_FUSED_TILE"] = args.tile if variant == "fused" else ""
             torch._dynamo.reset()
             with tempfile.TemporaryDirectory() as tmp, \
+                    _own_cache(tmp), \
                     initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
                 cfg = compose(config_name="config", overrides=[
                     f"nef={nef}", f"device={args.device}", f"task.seeds={seeds}", f"task.train.end_idx={args.parallel}",
                     f"task.train.num_parallel_nefs={args.parallel}", f"task.train.num_steps={args.steps}",
                     "scheduler.value=1e-3", f"task.train.compile={variant not in ('eager', 'fused')}",
-                    f"task.train.kernel={'fused' if variant == 'fused' else 'torch'}", "task.log.progress=false",
+                    f"task.train.compile_mode={'reduce-overhead' if variant == 'graph' else 'null'}",
+                    f"task.train.kernel={variant if variant in ('fused', 'auto') else 'torch'}",
+                    "task.log.progress=false",
                     f"task.train.matmul_precision={args.precision}",
                     f"task.nef_dir={tmp}/store", *args.set])
                 cost = step_cost_of(cfg, args.parallel)

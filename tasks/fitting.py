@@ -1,13 +1,13 @@
 """Fit a range of NeF indices into a store, in four named steps:
 
-1. ``plan_run`` (tasks/plan.py): every setting checked, the execution resolved, nothing written yet;
+1. ``plan_run`` (tasks/plan.py): every setting checked, the execution resolved (the chunk probed), the shard
+   cut, the pending rows read; nothing written yet. The plan is frozen from here on;
 2. ``open_run_store``: create the store (chunked by the plan's chunk) or resume it (identity checked);
 3. ``fit_rows``: the engine (nefs/engine.py) fits the pending rows, a ``RowWriter`` writes them;
 4. ``summarise``: one ``FitSummary`` of what was fitted.
 
 Modality-agnostic: the modality (named by ``task.modality``) turns signal indices into a ``Problem``.
 """
-import copy
 import logging
 import math
 import time
@@ -22,12 +22,11 @@ from nefs.engine import ChunkFitter
 from nefs.fingerprint import verify_signals
 from nefs.locking import check_store_path
 from nefs.modality import locator
-from nefs.probe import choose_num_parallel
 from nefs.store import NefStore
 
 from .identity import upgrade_identity
 from .loggers import make_logger
-from .plan import RunPlan, plan_run
+from .plan import RunPlan, build_engine, plan_run  # noqa: F401  (build_engine: part of this module's API)
 from .preempt import Preemption
 from .progress import Progress
 from .runs import dataset_record, run_attrs
@@ -87,26 +86,23 @@ class FitSummary:
         return f"{head}{score}{reach}{speed}, store {self.store}"
 
 
-def build_engine(plan: RunPlan) -> ChunkFitter:
-    tr, ex = plan.cfg.task.train, plan.execution
-    return ChunkFitter(template=copy.deepcopy(plan.template).to(ex.device), optimizer=plan.optimizer,
-                       schedule=plan.schedule, num_steps=tr.num_steps, check_every=tr.check_every,
-                       target=tr.target, metric=plan.modality.metric, compile=ex.compile,
-                       micro_batch=ex.micro_batch, kernel=ex.kernel, matmul_precision=ex.matmul_precision)
-
-
-def open_run_store(plan: RunPlan) -> NefStore:
-    """Create the store with the plan's chunk, or reopen it (refused if its identity differs)."""
+def open_run_store(plan: RunPlan):
+    """(store, plan): create the store with the plan's chunk, or reopen it (refused if its identity differs).
+    The plan comes back as it was, unless a shard started beside this one created the store with other chunks
+    than this one planned: then cut at those (a new plan)."""
     cls = type(plan.modality)
     store = NefStore.create_or_open(
         plan.cfg.task.nef_dir, identity=plan.identity, num_rows=plan.total, layout=plan.layout, rows=plan.rows(),
         chunk_rows=plan.execution.chunk,
         modality={"name": cls.name, "class": locator(cls), **plan.modality.attrs()},
         nef=plan.nef_record, metric=cls.metric, versions=versions(), upgrade=upgrade_identity)
-    plan.align_shard(store.chunk_rows)  # this shard's chunks (the store may predate this run's chunk)
+    if plan.sharding is not None and plan.cut_at(store.chunk_rows).start_end != plan.start_end:
+        log.info("store %s was created with %d-row chunks by another shard; cutting this shard there",
+                 store.path, store.chunk_rows)
+        plan = plan.cut_at(store.chunk_rows)
     verify_signals(store, plan.modality.signal_bytes, plan.start, plan.end, dataset_record(plan.cfg))  # same data?
     store.update_attrs(run_attrs(plan.cfg, plan.sharding))  # dataset location, sharding: for inspect / status
-    return store
+    return store, plan
 
 
 class RowWriter:
@@ -198,12 +194,9 @@ def fit(cfg) -> FitSummary:
     t_setup = time.perf_counter()
     check_store_path(cfg.task.nef_dir)  # a path that cannot hold a store fails now, not after loading data
     plan = plan_run(cfg)
+    store, plan = open_run_store(plan)
     fitter = build_engine(plan)
-    if plan.execution.chunk is None:   # num_parallel_nefs=auto: probe before the store is chunked by it
-        plan.execution.chunk = (choose_num_parallel(fitter, plan.make, plan.pending, plan.execution.device,
-                                                    plan.execution.micro_batch) if len(plan.pending) else 256)
-    store = open_run_store(plan)
-    pending = store.pending(plan.start, plan.end)
+    pending = plan.pending
     log.info("store %s: %d of [%d, %d) to fit", store.path, len(pending), plan.start, plan.end)
     logger = make_logger(cfg, plan.modality, fitter.template)  # None unless logger=wandb
     progress = Progress(len(pending), int(cfg.task.train.num_steps), plan.modality.metric, cfg.task.log)

@@ -15,6 +15,7 @@ RUN_ONLY_KEYS = (
     "task.modality",                  # where the modality's code lives, not what it computes
     "task.nef_dir", "task.shard", "task.num_shards", "task.log",
     "task.train.start_idx", "task.train.end_idx", "task.train.num_parallel_nefs", "task.train.compile",
+    "task.train.compile_mode",
     "task.train.micro_batch", "task.train.kernel", "task.train.continuous", "task.train.meta_init_path",
     "task.train.checkpoint_every",
     "dataset.path", "dataset.out_channels",

@@ -1,29 +1,36 @@
 """Plan a fit: every setting checked and every execution choice resolved once, before a store exists.
 
-``plan_run(cfg)`` returns a ``RunPlan``: the modality and its signals, the NeF template, the index
-scheme (NeF i = seed ``seeds[i // M]``, signal ``i % M``) and this process's range, the optimizer and
-schedule, the start (default or meta init), the identity a store must have, and the typed execution
-settings (device, chunk, micro-batch, compile). A bad value anywhere is one ``FitnefError`` line here,
-so nothing has been written when it is raised.
+``plan_run(cfg)`` returns a frozen ``RunPlan``: the modality and its signals, the NeF template, the index
+scheme (NeF i = seed ``seeds[i // M]``, signal ``i % M``) and this process's range (a shard cut once, at the
+store's chunk boundaries), the rows of it still pending, the optimizer and schedule, the start (default or
+meta init), the identity a store must have, and the typed execution settings (device, chunk — probed on the
+device when ``num_parallel_nefs=auto`` —, micro-batch, compile, kernel, precision). A bad value anywhere is
+one ``FitnefError`` line here, so nothing has been written when it is raised. Later steps read the plan and
+never change it.
 """
+import copy
+import dataclasses
 import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from nefs.engine import ChunkFitter
 from nefs.errors import FitnefError
-from nefs.fused import resolve_kernel
 from nefs.meta import load_init
 from nefs.modality import load as load_modality_class
 from nefs.precision import resolve_matmul_precision
+from nefs.probe import choose_num_parallel
+from nefs.slots import MicroBatch
 from nefs.stack import ParamLayout, init_stacked
+from nefs.step_choice import Kernel, default_cache_file, resolve_kernel
 from nefs.store import NefStore
 
 from .identity import identity
@@ -106,13 +113,21 @@ def resolve_compile(setting, device: torch.device, nef_steps: int, params_per_ne
     return chosen
 
 
-def micro_batch(setting, device: torch.device):
+def micro_batch(setting, device: torch.device) -> Union[None, int, MicroBatch]:
     """NeFs per compiled call: ``auto`` caps it on CPUs (cache-sized chunks are fastest there)."""
     if setting in (None, "none", "null"):
         return None
     if setting == "auto":
-        return "cache" if device.type == "cpu" else None  # see nefs.engine.cache_sized_batch
+        return MicroBatch.CACHE if device.type == "cpu" else None  # see nefs.slots.cache_sized_batch
     return positive_int("task.train.micro_batch", setting, "auto, null or a positive integer")
+
+
+def compile_mode(setting) -> Optional[str]:
+    """``task.train.compile_mode``: torch.compile's mode (null: its default; reduce-overhead: CUDA graphs)."""
+    modes = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if setting not in modes:
+        raise FitnefError(f"task.train.compile_mode={setting!r}: use null or one of {', '.join(modes[1:])}")
+    return setting
 
 
 def chunk_setting(value) -> Optional[int]:
@@ -165,21 +180,23 @@ def load_modality(cfg: DictConfig):
 
 
 # -- the plan ------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class Execution:
     """How the run executes (none of it enters a store's identity but matmul_precision, which changes the
     NeFs slightly)."""
 
     device: torch.device
-    chunk: Optional[int]           # NeFs per chunk / slots; None until probed (num_parallel_nefs=auto)
-    micro_batch: object            # None, "cache" or an int: NeFs per compiled call
+    chunk: int                     # NeFs per chunk / slots (num_parallel_nefs, probed when auto)
+    micro_batch: Union[None, int, MicroBatch]   # NeFs per compiled call: the whole chunk, cache-sized, or at most n
     compile: bool
-    kernel: str                    # torch | fused: the gradient's implementation (nefs/fused)
+    kernel: Kernel                 # auto | fused | torch: chosen among by nefs/step_choice.py
     continuous: bool               # continuous batching (with an early-stop target)
     matmul_precision: str = "highest"   # highest | high | medium: the step's matmul inputs (nefs/precision.py)
+    compile_mode: Optional[str] = None  # torch.compile's mode
+    step_cache: Optional[Path] = None   # where kernel=auto remembers its measured choices
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunPlan:
     cfg: DictConfig
     modality: object
@@ -188,7 +205,7 @@ class RunPlan:
     layout: ParamLayout
     seeds: list
     span: tuple                    # [start_idx, end_idx) of the config, before sharding
-    start: int                     # this process's range [start, end) of [0, total)
+    start: int                     # this process's range [start, end) of [0, total), cut at the store's chunks
     end: int
     total: int
     sharding: Optional[dict]
@@ -196,7 +213,7 @@ class RunPlan:
     schedule: Callable
     learned: Optional[MetaStart]   # the meta init, or None
     identity: dict
-    pending: np.ndarray            # rows of [start, end) not yet done in the store (as planned)
+    pending: np.ndarray            # rows of [start, end) not yet done in the store when planned
     execution: Execution
     nef_record: dict = field(default_factory=dict)
 
@@ -218,9 +235,17 @@ class RunPlan:
             out[name] = np.tile(per_signal, (k,) + (1,) * (per_signal.ndim - 1))
         return out
 
-    def align_shard(self, chunk_rows: int) -> None:
-        """Cut this process's shard at the store's chunk boundaries, so shards own their chunk files."""
-        self.start, self.end, self.sharding = shard_range(self.cfg.task, *self.span, chunk_rows)
+    @property
+    def start_end(self) -> tuple:
+        return self.start, self.end
+
+    def cut_at(self, chunk_rows: int) -> "RunPlan":
+        """This plan with its shard cut at ``chunk_rows`` boundaries (so shards own their chunk files): a new
+        plan, for the one case where the store was created, by a shard started beside this one, with other
+        chunks than planned."""
+        start, end, sharding = shard_range(self.cfg.task, *self.span, chunk_rows)
+        return dataclasses.replace(self, start=start, end=end, sharding=sharding,
+                                   pending=NefStore.peek_pending(self.cfg.task.nef_dir, start, end))
 
     def make(self, rows: np.ndarray):
         """(initial params, problem) of NeF rows ``rows`` on the plan's device."""
@@ -231,6 +256,16 @@ class RunPlan:
         else:  # every NeF starts from the learned init
             params0 = {k: v.to(device).expand(len(rows), *v.shape).clone() for k, v in self.learned.items()}
         return params0, self.modality.problem(rows % self.signals, seed_of[rows], rows, tr, device)
+
+
+def build_engine(plan: RunPlan) -> ChunkFitter:
+    """The engine the plan describes (its step chosen on first use, nefs/step_choice.py)."""
+    tr, ex = plan.cfg.task.train, plan.execution
+    return ChunkFitter(template=copy.deepcopy(plan.template).to(ex.device), optimizer=plan.optimizer,
+                       schedule=plan.schedule, num_steps=tr.num_steps, check_every=tr.check_every,
+                       target=tr.target, metric=plan.modality.metric, compile=ex.compile,
+                       micro_batch=ex.micro_batch, kernel=ex.kernel, matmul_precision=ex.matmul_precision,
+                       compile_mode=ex.compile_mode, step_cache=ex.step_cache)
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:
@@ -247,8 +282,7 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     if not 0 <= start < end <= total:
         raise FitnefError(f"task.train.start_idx={start}, end_idx={end}: need 0 <= start < end <= {total} "
                           f"({len(seeds)} seeds x {m} signals)")
-    span = (start, end)   # the whole range; shards of it are cut at the store's chunk boundaries (fit re-cuts them)
-    start, end, sharding = shard_range(cfg.task, start, end)  # task.shard of task.num_shards: this part
+    span = (start, end)   # the whole range; this process's shard of it is cut below, at the store's chunks
     device = shard_device(device, cfg.device, cfg.task.get("shard"))
     chunk = chunk_setting(tr.num_parallel_nefs)
     if tr.get("checkpoint_every") is not None:   # null: no periodic saves (signals still save)
@@ -259,14 +293,22 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     learned, ident = meta_start(cfg, modality, layout), identity(cfg)
     if learned is not None:  # the init's content, not its path, is what the NeFs depend on
         ident["task"]["train"]["meta_init_sha256"] = learned.sha256
-    pending = NefStore.peek_pending(cfg.task.nef_dir, start, end)
-    execution = Execution(device=device, chunk=chunk, micro_batch=micro_batch(tr.micro_batch, device),
-                          compile=resolve_compile(tr.compile, device, len(pending) * int(tr.num_steps), layout.size),
+    # this shard's work before its range is cut at chunk boundaries: what compiling and probing are sized by
+    rough = NefStore.peek_pending(cfg.task.nef_dir, *shard_range(cfg.task, *span)[:2])
+    execution = Execution(device=device, chunk=chunk or 0, micro_batch=micro_batch(tr.micro_batch, device),
+                          compile=resolve_compile(tr.compile, device, len(rough) * int(tr.num_steps), layout.size),
                           kernel=resolve_kernel(tr.kernel, template, device), continuous=bool(tr.continuous),
-                          matmul_precision=resolve_matmul_precision(tr.matmul_precision))
+                          matmul_precision=resolve_matmul_precision(tr.matmul_precision),
+                          compile_mode=compile_mode(tr.get("compile_mode")), step_cache=default_cache_file())
     nef_record = {**OmegaConf.to_container(cfg.nef, resolve=True),  # all build_model() needs
                   "in_features": modality.in_features, "out_features": modality.out_features}
-    return RunPlan(cfg=cfg, modality=modality, labels=np.asarray(labels), template=template, layout=layout,
-                   seeds=seeds, span=span, start=start, end=end, total=total, sharding=sharding, optimizer=optimizer,
-                   schedule=schedule, learned=learned, identity=ident, pending=pending, execution=execution,
-                   nef_record=nef_record)
+    draft = RunPlan(cfg=cfg, modality=modality, labels=np.asarray(labels), template=template, layout=layout,
+                    seeds=seeds, span=span, start=span[0], end=span[1], total=total, sharding=None,
+                    optimizer=optimizer, schedule=schedule, learned=learned, identity=ident, pending=rough,
+                    execution=execution, nef_record=nef_record)
+    if chunk is None:   # num_parallel_nefs=auto: probed with the engine's own step, before the store exists
+        chunk = (choose_num_parallel(build_engine(draft), draft.make, rough, device, execution.micro_batch)
+                 if len(rough) else 256)
+        draft = dataclasses.replace(draft, execution=dataclasses.replace(execution, chunk=chunk))
+    # shards own whole chunk files: cut at the existing store's chunks, or at the chunks it will be created with
+    return draft.cut_at(NefStore.peek_chunk_rows(cfg.task.nef_dir) or chunk)

@@ -26,6 +26,7 @@ class TrainConfig:
     target: Optional[float] = MISSING   # early stop on the task's metric
     check_every: int = MISSING
     compile: Any = MISSING              # true, false, or auto (when the run repays compiling)
+    compile_mode: Optional[str] = None  # torch.compile's mode
     micro_batch: Any = MISSING          # auto, null or an int
     kernel: str = MISSING               # auto | fused | torch: the gradient's implementation (nefs/fused)
     matmul_precision: str = MISSING     # highest | high | medium: fp32 / tf32 / bf16 matmul inputs (nefs/precision.py)

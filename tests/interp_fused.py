@@ -15,7 +15,7 @@ from torch.func import functional_call, grad_and_value
 
 from nefs import MLP, FourierNet, GaborNet, RFFNet, SIREN
 from nefs.engine import ChunkFitter
-from nefs.fused import fused_grad_fn
+from nefs.step_choice import Kernel, StepSettings, candidates
 from nefs.fused.spec import describe
 from nefs.fused.step import FusedGrad
 from nefs.stack import init_stacked
@@ -148,10 +148,10 @@ def test_a_problem_without_a_fused_loss_is_refused_or_left_to_torch():
         fused_loss = None
 
     template = SIREN(2, 1, 8)
-    fallback = object()
-    assert fused_grad_fn(template, Other(None, None), False, "auto", fallback) is fallback
+    cands, why = candidates(template, Other(None, None), False, StepSettings(kernel=Kernel.AUTO), interpreter_ok=True)
+    assert [c.name for c in cands] == ["torch"] and why == "Other names no fused_loss"
     with pytest.raises(Exception, match="task.train.kernel=fused: Other names no fused_loss"):
-        fused_grad_fn(template, Other(None, None), False, "fused", fallback)
+        candidates(template, Other(None, None), False, StepSettings(kernel=Kernel.FUSED))
 
 
 def test_shape_fit_with_the_fused_step_equals_the_torch_fit():
@@ -261,7 +261,7 @@ def test_bf16_fused_gradients_equal_the_emulated_torch_step(case, bf16_as_on_gpu
 
 @pytest.mark.parametrize("setting,prec", [("highest", "ieee"), ("high", "tf32"), ("medium", "bf16")])
 def test_matmul_precision_reaches_the_fused_kernel(setting, prec, compose, tmp_path):
-    """task.train.matmul_precision -> plan -> build_engine -> ChunkFitter -> fused_grad_fn -> the kernel's PREC."""
+    """task.train.matmul_precision -> plan -> build_engine -> ChunkFitter -> its step -> the kernel's PREC."""
     from tasks.fitting import build_engine
     from tasks.plan import plan_run
 
@@ -271,5 +271,26 @@ def test_matmul_precision_reaches_the_fused_kernel(setting, prec, compose, tmp_p
     fitter = build_engine(plan)
     _, problem = plan.make(np.arange(4))
     grad = fitter.grad_fn(problem, False)
-    assert grad.fused.const["PREC"] == prec
+    assert len(grad.cands) == 1 and grad.cands[0].fused   # forced: one candidate, nothing measured
+    assert grad.cands[0].build().const["PREC"] == prec
     assert not (tmp_path / "store").exists()
+
+
+def test_auto_measures_the_fused_tiles_and_torch_and_keeps_the_fastest(tmp_path):
+    """kernel=auto over the real kernel: the table's tile, its neighbours and torch are checked against the torch
+    step and timed (timer injected); the winner's gradients are the torch step's."""
+    from nefs.step_choice import ChosenStep, gradient_gap
+
+    template = SIREN(2, 1, 8)
+    x, y = _inputs(template, "mse", False, 3, 70, seed=2)
+    params = init_stacked(template, [0] * 3, [0, 1, 2], fixed_init=False)
+    times = {"fused 64x4x3": 3.0, "fused 32x4x3": 1.0, "fused 128x4x3": 2.0, "torch": 4.0}
+    seen = []
+    step = ChosenStep(template, _Problem(x, y), False, StepSettings(kernel=Kernel.AUTO, cache=tmp_path / "c.json"),
+                      interpreter_ok=True, timer=lambda name, fn, args: (seen.append(name), times[name])[1])
+    grads, loss = step(params, x, y)
+    assert sorted(seen) == sorted(times) and step.name == "fused 32x4x3"
+    assert step.fn.const["BLOCK_P"] == 32
+    want, want_loss = torch_step(template, mse, False)(params, x, y)
+    assert gradient_gap(grads, want) < 1e-5
+    torch.testing.assert_close(loss, want_loss, rtol=1e-5, atol=1e-7)

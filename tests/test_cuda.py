@@ -107,7 +107,7 @@ def test_fused_low_precision_inputs_stay_close_on_cuda(precision):
         fitter = ChunkFitter(template, torch.optim.Adam, lambda s: 1e-3, 1, compile=False, kernel="fused",
                              matmul_precision=setting)
         fn = fitter.grad_fn(Problem(), False)
-        assert fn.fused.const["PREC"] == {"highest": "ieee", "high": "tf32", "medium": "bf16"}[setting]
+        assert fn.cands[0].build().const["PREC"] == {"highest": "ieee", "high": "tf32", "medium": "bf16"}[setting]
         return fn
 
     g32, l32 = grad_fn("highest")(params, x, y)

@@ -8,7 +8,8 @@ import pytest
 
 from nefs import GaborNet, FourierNet, MLP, RFFNet, SIREN
 from nefs.errors import FitnefError
-from nefs.fused import resolve_kernel, why_not
+from nefs.fused import why_not
+from nefs.step_choice import resolve_kernel
 from nefs.fused.roofline import num_params, step_cost
 from nefs.fused.spec import MFNSpec, describe
 from tasks.fitting import fit
@@ -41,7 +42,7 @@ WIDE = [(MLP(2, 1, 100), "mse", "ieee"), (SIREN(2, 1, 256), "mse", "ieee")]
 def test_fused_kernel_compiles_for_an_h200_without_a_gpu():
     """Triton's ahead-of-time compile for sm_90 (ptxas included): what the interpreter cannot check, the GPU
     code generator's limits (constexpr loops, dot shapes, shared memory <= 227 KB per block), and that the
-    NeFs auto gives the fused step keep every activation in registers: no spills."""
+    table's tile for each default-size NeF keeps every activation in registers: no spills."""
     pytest.importorskip("triton")
     from nefs.fused.resources import resources
 
@@ -49,9 +50,8 @@ def test_fused_kernel_compiles_for_an_h200_without_a_gpu():
         spec, _ = describe(template)
         r = resources(spec, loss, precision)
         assert 0 < r.shared_bytes <= 227 * 1024 and r.registers <= 255, (spec, precision, r)
-        auto = why_not(template, "cuda", auto=True) == ""
-        assert auto == ((template, loss, precision) in AHEAD), spec
-        if auto and spec.kind != "GaborNet":   # GaborNet-15 spills 416 B at its best tile (docs/performance.md)
+        assert why_not(template, "cuda") == "", spec
+        if (template, loss, precision) in AHEAD and spec.kind != "GaborNet":   # GaborNet-15 spills 416 B at its best tile (docs/performance.md)
             assert r.spill_bytes == 0, (spec, precision, r)
 
 
@@ -96,7 +96,7 @@ def test_kernel_is_run_only_and_auto_is_torch_on_cpu(compose, tmp_path, caplog):
     common = ["device=cpu", "task.train.end_idx=4", "task.train.num_steps=3", "task.train.compile=false"]
     assert identity(compose(*common, "task.train.kernel=torch")) == identity(compose(*common))
     fit(compose(*common, "task.train.kernel=torch"))
-    with caplog.at_level("INFO", logger="nefs.fused.select"):
+    with caplog.at_level("INFO", logger="nefs.step_choice"):
         s = fit(compose(*common, "task.train.kernel=auto", "task.train.end_idx=8"))   # same store: not refused
     assert s.fitted == 4 and s.total_done == 8
     assert "task.train.kernel=auto: torch step for SIREN, shared coordinates (device cpu is not CUDA" in caplog.text

@@ -6,6 +6,7 @@ import pytest
 import torch
 import zarr
 
+from nefs import step_choice
 from nefs.engine import ChunkFitter
 from nefs.errors import FitnefError
 from nefs.precision import torch_matmul_precision
@@ -128,17 +129,17 @@ def test_the_fits_torch_step_runs_at_the_setting_and_the_process_keeps_its_own(c
     """The fit's torch step on the CPU with highest while the process is at medium: each gradient call at
     highest, the process after the fit at medium again; with high, torch's setting is left alone."""
     seen = []
-    grad_fn_eager = ChunkFitter.grad_fn_eager
+    torch_grad_fn = step_choice.torch_grad_fn
 
-    def watched(self, problem, batched=False):
-        fn = grad_fn_eager(self, problem, batched)
+    def watched(template, problem_type, batched=False):
+        fn = torch_grad_fn(template, problem_type, batched)
 
         def step(*args):
             seen.append(torch.get_float32_matmul_precision())
             return fn(*args)
         return step
 
-    monkeypatch.setattr(ChunkFitter, "grad_fn_eager", watched)
+    monkeypatch.setattr(step_choice, "torch_grad_fn", watched)
     torch.set_float32_matmul_precision("medium")
     fit(compose(*COMMON, "task.train.matmul_precision=highest"))
     assert seen and set(seen) == {"highest"}

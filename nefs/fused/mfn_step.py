@@ -33,10 +33,11 @@ def load_mfn_kernel():
     return mfn_step_kernel
 
 
-def mfn_launch_config(spec: MFNSpec, loss: str, precision: str = "ieee"):
-    """(constexpr arguments, num_warps) of the MFN kernel for this NeF, loss and matmul precision."""
+def mfn_launch_config(spec: MFNSpec, loss: str, precision: str = "ieee", tile=None):
+    """(constexpr arguments, num_warps) of the MFN kernel for this NeF, loss and matmul precision; ``tile``
+    (points, warps) in place of the table's."""
     hp = max(spec.padded_width, 16 if precision == "bf16" else 8)   # bf16 dots need an inner size of 16
-    block, warps = mfn_tile_for(hp)
+    block, warps = tuple(tile)[:2] if tile else mfn_tile_for(hp)
     pow2 = lambda v: 1 << max(v - 1, 0).bit_length()  # noqa: E731
     return dict(D=spec.in_features, H=spec.width, HP=hp, C=spec.out_features, F=spec.filters,
                 FP=pow2(spec.filters), CP=pow2(spec.out_features),
@@ -69,11 +70,11 @@ def mfn_param_names(spec: MFNSpec):
 
 
 class MFNFusedGrad(FusedGrad):
-    def __init__(self, spec: MFNSpec, loss: str, precision: str = "ieee"):
+    def __init__(self, spec: MFNSpec, loss: str, precision: str = "ieee", tile=None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
         self.spec = spec
-        self.const, self.num_warps = mfn_launch_config(spec, loss, precision)
+        self.const, self.num_warps = mfn_launch_config(spec, loss, precision, tile)
         self.kernel = load_mfn_kernel()
 
     def __call__(self, params, coords, targets):

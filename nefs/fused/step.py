@@ -28,6 +28,31 @@ TILES = {8: (64, 4, 3), 16: (32, 4, 3), 32: (32, 8, 3), 64: (16, 8, 3), 128: (16
 WIDE = 128
 
 
+def kernel_width(spec, precision: str = "ieee") -> int:
+    """The kernel's padded width: the spec's, at least 16 for bf16 dots (their smallest inner size)."""
+    return max(spec.padded_width, 16 if precision == "bf16" else 8)
+
+
+def default_tile(spec, precision: str = "ieee") -> tuple:
+    """The tile table's choice for ``spec``: (points, warps, stages), or (points, warps) for an MFNSpec."""
+    if isinstance(spec, MFNSpec):
+        from .mfn_step import mfn_tile_for
+
+        return mfn_tile_for(kernel_width(spec, precision))
+    return tile_for(kernel_width(spec, precision))
+
+
+def tile_options(spec, precision: str = "ieee") -> list:
+    """The table's tile for ``spec`` first, then its neighbours (half and twice the points per tile, at least 16
+    for tl.dot): the candidates ``task.train.kernel=auto`` measures (nefs/step_choice.py)."""
+    base = default_tile(spec, precision)
+    out = [base]
+    for points in (base[0] // 2, base[0] * 2):
+        if 16 <= points <= 128:
+            out.append((points,) + tuple(base[1:]))
+    return out
+
+
 def tile_for(padded_width: int) -> tuple:
     override = os.environ.get("FITNEF_FUSED_TILE")
     if override:
@@ -42,10 +67,12 @@ def load_kernel():
     return fused_step_kernel
 
 
-def launch_config(spec: FusedSpec, loss: str, precision: str = "ieee"):
-    """(constexpr arguments, launch options) of the kernel for this NeF, loss and matmul precision."""
-    hp = max(spec.padded_width, 16 if precision == "bf16" else 8)   # bf16 dots need an inner size of 16
-    block, warps, stages = tile_for(hp)
+def launch_config(spec: FusedSpec, loss: str, precision: str = "ieee", tile=None):
+    """(constexpr arguments, launch options) of the kernel for this NeF, loss and matmul precision; ``tile``
+    (points, warps[, stages]) in place of the table's."""
+    hp = kernel_width(spec, precision)
+    table = tile_for(hp)
+    block, warps, stages = tuple(tile) + table[len(tile):] if tile else table
     pow2 = lambda v: 1 << max(v - 1, 0).bit_length()  # noqa: E731
     d, c, k = spec.in_features, spec.out_features, len(spec.hidden)
     return dict(D=d, H=spec.width, HP=hp, C=c, K=k, DP=pow2(d), CP=pow2(c), KP=pow2(max(k, 1)), ACT=spec.act,
@@ -83,11 +110,11 @@ class FusedGrad:
             cls = MFNFusedGrad
         return super().__new__(cls)
 
-    def __init__(self, spec: FusedSpec, loss: str, precision: str = "ieee"):
+    def __init__(self, spec: FusedSpec, loss: str, precision: str = "ieee", tile=None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
         self.spec = spec
-        self.const, self.options = launch_config(spec, loss, precision)
+        self.const, self.options = launch_config(spec, loss, precision, tile)
         self.kernel = load_kernel()
 
     def __call__(self, params, coords, targets):
