@@ -89,6 +89,11 @@ class ChunkFitter:
                                            interpreter_ok=self.step_settings.kernel == Kernel.FUSED)
         return self._grad_fns[k]
 
+    @property
+    def chosen_step(self) -> str:
+        """The step each problem type ran with ("" before the first step), e.g. "fused 32x4x3"."""
+        return "; ".join(sorted({g.name for g in self._grad_fns.values() if g.name}))
+
     def forward(self, batched: bool = False):
         return stacked_forward(self.template, batched)
 

@@ -86,6 +86,11 @@ for prec in high medium; do
   timeout 30 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren siren_scaled --parallel "$PARALLEL" \
     --steps 200 --variants fused --precision $prec 2>&1 | grep -v -i warn | tail -n +2
 done
+part "kernel=auto (issue 22): what it chooses, and its step beside the forced kernels, at two sizes"
+for size in "$PARALLEL" 1024; do
+  timeout 150 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren mlp --parallel "$size" --steps 200 \
+    --variants compiled fused auto 2>&1 | grep -v -i warn | tail -n +2 | sed "s/^/$size NeFs: /"
+done
 part "fused SIREN-8 step by tile (points,warps; all spill-free on sm_90)"
 for tile in 32,2 64,4 128,4; do
   timeout 30 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel "$PARALLEL" --steps 200 \

@@ -105,6 +105,8 @@ def main(argv=None):
             ms = 1e3 * s.train_s / args.steps
             print(f"{nef:8s} {variant:16s} {ms:8.3f} {args.parallel * args.steps / s.train_s:12.0f} "
                   f"{s.warmup_s:9.1f} {s.metric_mean:6.2f}   ({time.perf_counter() - t:.1f}s)", flush=True)
+            if variant == "auto":
+                print(f"{'':8s} {'':16s} auto ran: {s.step}", flush=True)
             if cost is not None:
                 print(f"{'':8s} {'':16s} " + cost.line(s.train_s / args.steps, **peaks), flush=True)
             if table:

@@ -70,6 +70,7 @@ class FitSummary:
     target: Optional[float] = None
     reached: Optional[int] = None       # with a target: NeFs fitted that reached it
     median_steps: Optional[float] = None
+    step: str = ""              # the training step that ran (task.train.kernel=auto: the one measured fastest)
 
     def line(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
@@ -187,7 +188,7 @@ def summarise(plan: RunPlan, store: NefStore, fitter: ChunkFitter, writer: RowWr
         peak_mem_mb=peak_memory_mb(plan.execution.device), start_idx=plan.start, end_idx=plan.end,
         setup_s=setup_s, write_s=writer.write_s, shard=None if plan.sharding is None else int(plan.cfg.task.shard),
         target=None if target is None else float(target), reached=reached,
-        median_steps=float(np.median(steps)) if target is not None and fitted else None)
+        median_steps=float(np.median(steps)) if target is not None and fitted else None, step=fitter.chosen_step)
 
 
 def fit(cfg) -> FitSummary:

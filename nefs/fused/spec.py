@@ -15,11 +15,6 @@ from ..rffnet import RFFNet
 from ..siren import SIREN
 
 MAX_WIDTH = 256       # widest NeF the kernel takes (tested in the interpreter, compiled for sm_90); wider: torch
-# widest that task.train.kernel=auto gives the fused step on a GPU: up to it the kernel compiles with no (at
-# most 16 bytes of) register spills; wider ones spill kilobytes (scripts/fused_resources.py), where the torch
-# step's batched matmuls are near the chip's FP32 rate anyway (a 128-wide layer does ~60 FLOPs per byte of
-# activations it moves), so auto keeps them on torch until a GPU measurement says otherwise
-MAX_AUTO_CUDA_WIDTH = 64
 MAX_MFN_CUDA_WIDTH = 64   # the MFN kernel keeps its gradient sums in registers: widths up to 64 on a GPU
 SUPPORTED = ("SIREN", "MLP", "RFFNet", "FourierNet", "GaborNet")
 ACT_SIN, ACT_RELU = 0, 1
