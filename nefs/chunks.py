@@ -6,35 +6,38 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from .inflight import InFlight, LoopState, UnitProgress
 from .modality import Params
 from .slot_optim import StackedOptimizer
 from .slots import ChunkResult, take_rows
 
 
-def fit_chunk(fitter, params: Params, problem, resume: Optional[dict] = None) -> ChunkResult:
+def fit_chunk(fitter, params: Params, problem, resume: Optional[InFlight] = None,
+              rows: Optional[np.ndarray] = None) -> ChunkResult:
     """Fit one chunk; ``resume``: a snapshot of this chunk (``pause``) to continue from."""
     n = next(iter(params.values())).shape[0]
-    if resume is not None and fitter.unit is None:
-        fitter.unit = int(resume["unit"])   # the shape the snapshot was taken with
+    at = None if resume is None else resume.units
+    if at is not None and fitter.unit is None:
+        fitter.unit = at.unit   # the shape the snapshot was taken with
     unit = fitter._unit_for(n, problem)
-    if resume is not None and int(resume["unit"]) != unit:
-        raise ValueError(f"snapshot of {resume['unit']}-NeF units, this fitter runs {unit}")
+    if at is not None and at.unit != unit:
+        raise ValueError(f"snapshot of {at.unit}-NeF units, this fitter runs {unit}")
     if n == unit:
-        return _fit_unit(fitter, params, problem, resume, lambda: {"unit": unit, "part": 0, "parts": []})
+        return _fit_unit(fitter, params, problem, resume, lambda: UnitProgress(unit), rows)
     parts = []
     dev = next(iter(params.values())).device
     for part, lo in enumerate(range(0, n, unit)):
         idx = torch.arange(lo, min(lo + unit, n))
-        if resume is not None and part < resume["part"]:   # finished before the snapshot
-            r = resume["parts"][part]
+        if at is not None and part < at.part:   # finished before the snapshot
+            r = at.parts[part]
             parts.append((ChunkResult({k: v.to(dev) for k, v in r["params"].items()}, r["metric"].to(dev),
                                       r["steps"].to(dev), 0.0), len(idx)))
             continue
         pad = torch.cat([idx, idx[-1:].repeat(unit - len(idx))])  # copies of the last NeF, dropped
         done = [{"params": r.params, "metric": r.metric, "steps": r.steps} for r, _ in parts]
         res = _fit_unit(fitter, {k: v[pad.to(dev)] for k, v in params.items()}, take_rows(problem, pad.to(dev)),
-                             resume if resume is not None and part == resume["part"] else None,
-                             lambda part=part, done=done: {"unit": unit, "part": part, "parts": done})
+                        resume if at is not None and part == at.part else None,
+                        lambda part=part, done=done: UnitProgress(unit, part, done), rows)
         parts.append((res, len(idx)))
     return ChunkResult(
         params={k: torch.cat([r.params[k][:m] for r, m in parts]) for k in params},
@@ -42,8 +45,8 @@ def fit_chunk(fitter, params: Params, problem, resume: Optional[dict] = None) ->
         train_s=sum(r.train_s for r, _ in parts), warmup_s=sum(r.warmup_s for r, _ in parts))
 
 
-def _fit_unit(fitter, params: Params, problem, resume: Optional[dict] = None,
-              context: Callable[[], dict] = dict) -> ChunkResult:
+def _fit_unit(fitter, params: Params, problem, resume: Optional[InFlight],
+              progress: Callable[[], UnitProgress], rows: Optional[np.ndarray]) -> ChunkResult:
     """One chunk, no refills: each NeF's result is kept from the step it finished at."""
     params = {k: v.detach().clone() for k, v in params.items()}
     n = next(iter(params.values())).shape[0]
@@ -53,12 +56,13 @@ def _fit_unit(fitter, params: Params, problem, resume: Optional[dict] = None,
     steps = torch.zeros(n, dtype=torch.long, device=device)
     live = np.ones(n, dtype=bool)
     if resume is not None:   # the unit as it stood: params, NeFs already finished (kept), who is live
+        kept = resume.units.keep
         for k in params:
-            params[k].copy_(resume["params"][k])
-            out[k].copy_(resume["keep"]["params"][k])
-        metric.copy_(resume["keep"]["metric"])
-        steps.copy_(resume["keep"]["steps"])
-        live = np.asarray(resume["live"], dtype=bool).copy()
+            params[k].copy_(resume.loop.params[k])
+            out[k].copy_(kept["params"][k])
+        metric.copy_(kept["metric"])
+        steps.copy_(kept["steps"])
+        live = resume.loop.live.copy()
 
     def keep(slots: np.ndarray, res: ChunkResult) -> np.ndarray:
         idx = torch.as_tensor(slots, device=device)
@@ -69,9 +73,14 @@ def _fit_unit(fitter, params: Params, problem, resume: Optional[dict] = None,
 
     opt = StackedOptimizer(fitter.optimizer, params, fitter.schedule(0), **_fast_impl(fitter.optimizer, device))
     if resume is not None:
-        opt.load_state_dict(resume["opt"])
-    train_s, warmup = fitter._train(params, problem, opt, live, keep, resume,
-                                  lambda: {"keep": {"params": out, "metric": metric, "steps": steps}, **context()})
+        opt.load_state_dict(resume.loop.opt)
+
+    def wrap(loop: LoopState) -> InFlight:
+        at = progress()
+        at.keep = {"params": out, "metric": metric, "steps": steps}
+        return InFlight(loop, units=at, rows=rows)
+
+    train_s, warmup = fitter._train(params, problem, opt, live, keep, None if resume is None else resume.loop, wrap)
     return ChunkResult(out, metric, steps, train_s, warmup)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .chunks import fit_chunk
+from .inflight import InFlight, LoopState
 from .modality import Metric, Params, Problem  # noqa: F401  (Problem: the protocol chunks follow)
 from .precision import resolve_matmul_precision
 from .slots import CPU_CACHE_BYTES, ChunkResult, MicroBatch, assign_rows, cache_sized_batch, sync, take_rows  # noqa: F401
@@ -64,9 +65,9 @@ class ChunkFitter:
         # on_step(step, loss (N,), params, problem) after each optimizer step, outside the timed step
         # (loggers, progress; None: no call, no sync)
         self.on_step = on_step
-        # pause(snapshot) after each step (and its finished NeFs): may call snapshot() -> the loop's state, to save
-        # it (preemption, checkpoints), and may raise to stop; None: no call
-        self.pause: Optional[Callable[[Callable[[], dict]], None]] = None
+        # pause(snapshot) after each step (and its finished NeFs): may call snapshot() -> the InFlight state
+        # (nefs/inflight.py), to save it (preemption, checkpoints), and may raise to stop; None: no call
+        self.pause: Optional[Callable[[Callable[[], InFlight]], None]] = None
         self.unit: Optional[int] = None   # the one compiled chunk shape, fixed by the first call
         self._grad_fns: dict = {}
         self._warm = False
@@ -127,16 +128,16 @@ class ChunkFitter:
 
     # -- the training loop -------------------------------------------------------------------------
     def _train(self, params: Params, problem, opt, live: np.ndarray,
-               on_finish: Callable[[np.ndarray, ChunkResult], np.ndarray], resume: Optional[dict] = None,
-               extra: Optional[Callable[[], dict]] = None) -> tuple:
+               on_finish: Callable[[np.ndarray, ChunkResult], np.ndarray], resume: Optional[LoopState],
+               wrap: Callable[[LoopState], InFlight]) -> tuple:
         """Train the slots of ``params`` until no slot is ``live``; returns (training time, warm-up time).
 
         on_finish(slots, result) gets the NeFs that finished at this step (their params cloned) and
         returns the slots it refilled in place (params and problem rows): those start again at step 0,
         which needs an optimizer with per-slot state. Slots neither live nor refilled idle.
         resume: the loop's own part of a snapshot (per-slot steps, whether they are uniform) to continue from;
-        after every step ``self.pause`` (if set) gets a function that snapshots the loop (plus ``extra()``,
-        the caller's part), to save it and perhaps stop (it may raise).
+        after every step ``self.pause`` (if set) gets a function that returns the ``InFlight`` state (the
+        loop's part, wrapped by ``wrap`` in the caller's), to save it and perhaps stop (it may raise).
         """
         device = next(iter(params.values())).device
         forward = self.forward()
@@ -144,14 +145,13 @@ class ChunkFitter:
         host_steps = np.zeros(slots, dtype=np.int64)   # steps per slot, kept on the host: no sync to decide
         uniform = True                                 # all slots at one step (no refill yet): an int step
         if resume is not None:
-            host_steps, uniform = np.asarray(resume["host_steps"], dtype=np.int64).copy(), bool(resume["uniform"])
+            host_steps, uniform = resume.host_steps.copy(), resume.uniform
         if opt.per_slot:
             lr_table = torch.tensor([self.schedule(s) for s in range(self.num_steps)], device=device)
         warmup, it, last = 0.0, 0, {}
 
-        def snapshot() -> dict:
-            return {"host_steps": host_steps.copy(), "uniform": uniform, "live": live.copy(), "params": params,
-                    "opt": opt.state_dict(), **(extra() if extra is not None else {})}
+        def snapshot() -> InFlight:
+            return wrap(LoopState(host_steps.copy(), uniform, live.copy(), params, opt.state_dict()))
 
         t0 = time.perf_counter()
         while live.any():
@@ -206,12 +206,14 @@ class ChunkFitter:
         return due if due.any() else None
 
     # -- fixed chunks --------------------------------------------------------------------------
-    def fit(self, params: Params, problem, resume: Optional[dict] = None) -> ChunkResult:
-        """Fit one chunk (nefs/chunks.py); ``resume``: a snapshot of this chunk (``pause``) to continue from."""
-        return fit_chunk(self, params, problem, resume)
+    def fit(self, params: Params, problem, resume: Optional[InFlight] = None,
+            rows: Optional[np.ndarray] = None) -> ChunkResult:
+        """Fit one chunk (nefs/chunks.py); ``resume``: a snapshot of this chunk (``pause``) to continue from;
+        ``rows``: the chunk's NeF rows, as its snapshots name them."""
+        return fit_chunk(self, params, problem, resume, rows)
 
     # -- continuous batching -------------------------------------------------------------------
     def fit_stream(self, rows: np.ndarray, make: Callable, slots: int,
-                   emit: Callable[[np.ndarray, ChunkResult], None], resume: Optional[dict] = None) -> float:
+                   emit: Callable[[np.ndarray, ChunkResult], None], resume: Optional[InFlight] = None) -> float:
         """Fit ``rows`` through ``slots`` slots by continuous batching (nefs/stream.py); returns the training time."""
         return fit_stream(self, rows, make, slots, emit, resume)

@@ -1,16 +1,18 @@
 """Continuous batching: a slot is refilled with the next NeF of the range as soon as its NeF finishes, so
 the device stays full (per-slot optimizer state, nefs/slot_optim.py)."""
+import dataclasses
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
+from .inflight import InFlight
 from .slot_optim import slot_optimizer
 from .slots import ChunkResult, assign_rows
 
 
 def fit_stream(fitter, rows: np.ndarray, make: Callable, slots: int,
-               emit: Callable[[np.ndarray, ChunkResult], None], resume: Optional[dict] = None) -> float:
+               emit: Callable[[np.ndarray, ChunkResult], None], resume: Optional[InFlight] = None) -> float:
     """Fit ``rows`` through ``slots`` slots, refilling a slot as soon as its NeF finishes.
 
     make(rows) -> (params, problem) for those NeF rows; emit(rows, result) receives finished
@@ -29,7 +31,7 @@ def fit_stream(fitter, rows: np.ndarray, make: Callable, slots: int,
         slot_row = np.concatenate([first, np.full(slots - len(first), -1)])   # -1: idle slot
         free = np.zeros(0, dtype=np.int64)
     else:
-        slot_row = np.asarray(resume["slot_row"], dtype=np.int64).copy()
+        slot_row = resume.slot_row.copy()
         slots = len(slot_row)
         if fitter.unit is None:
             fitter.unit = slots
@@ -49,13 +51,13 @@ def fit_stream(fitter, rows: np.ndarray, make: Callable, slots: int,
     if resume is not None:   # the saved slots as they stood; free slots start fresh NeFs
         kept = torch.as_tensor(np.setdiff1d(np.arange(slots), free), device=device)
         for k in params:
-            params[k][kept] = resume["params"][k].to(device)[kept]
-        opt.load_state_dict(resume["opt"])
-        loop = {"host_steps": np.asarray(resume["host_steps"]).copy(), "uniform": bool(resume["uniform"])}
+            params[k][kept] = resume.loop.params[k].to(device)[kept]
+        opt.load_state_dict(resume.loop.opt)
+        loop = dataclasses.replace(resume.loop, host_steps=resume.loop.host_steps.copy())
         if len(free):
             opt.reset(torch.as_tensor(free, device=device))
-            loop["host_steps"][free] = 0
-            loop["uniform"] = False
+            loop.host_steps[free] = 0
+            loop.uniform = False
 
     def refill(fin: np.ndarray, res: ChunkResult) -> np.ndarray:
         emit(slot_row[fin], res)
@@ -73,4 +75,4 @@ def fit_stream(fitter, rows: np.ndarray, make: Callable, slots: int,
         return into
 
     return fitter._train(params, problem, opt, slot_row >= 0, refill, loop,
-                       lambda: {"slot_row": slot_row.copy()})[0]
+                         lambda state: InFlight(state, slot_row=slot_row.copy()))[0]

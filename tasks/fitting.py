@@ -152,15 +152,14 @@ def fit_rows(plan: RunPlan, fitter: ChunkFitter, writer: RowWriter, pending: np.
     train_s = 0.0
     stream = fitter.target is not None and plan.execution.continuous
     try:
-        with Preemption(plan, writer, fitter, stream) as preemption:
+        with Preemption(plan, writer.store.path, writer.flush, fitter, stream) as preemption:
             state, rows, rest = preemption.resume(pending)
             if stream and (state is not None or len(rest)):
                 train_s = fitter.fit_stream(rest, plan.make, plan.execution.chunk, writer.emit, resume=state)
             else:
                 chunks = [rest[lo:lo + plan.execution.chunk] for lo in range(0, len(rest), plan.execution.chunk)]
                 for i, rows in enumerate(([rows] if state is not None else []) + chunks):
-                    preemption.rows = rows
-                    res = fitter.fit(*plan.make(rows), resume=state if i == 0 else None)
+                    res = fitter.fit(*plan.make(rows), resume=state if i == 0 else None, rows=rows)
                     train_s += res.train_s
                     writer.emit(rows, res)
             writer.flush()

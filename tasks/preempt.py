@@ -17,17 +17,15 @@ warning and those NeFs are fitted from scratch: never a wrong row. The file goes
 """
 import json
 import logging
-import os
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from nefs.errors import Preempted
+from nefs.inflight import FORMAT, InFlight, InFlightFile
 from nefs.store import diff_keys
 
 from .identity import upgrade_identity
@@ -35,64 +33,24 @@ from .identity import upgrade_identity
 log = logging.getLogger(__name__)
 
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT")
-FORMAT = "fitnef-inflight/1"
-
-
-def _to_torch(x):
-    """numpy arrays -> tensors (all a ``weights_only`` load accepts), recursively."""
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x.copy())
-    if isinstance(x, dict):
-        return {k: _to_torch(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_to_torch(v) for v in x]
-    return x
-
-
-class InFlightFile:
-    """The saved state of one process range's NeFs in flight."""
-
-    def __init__(self, store_path, start: int, end: int):
-        self.path = Path(store_path) / ".inflight" / f"{start}-{end}.pt"
-
-    def save(self, state: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            torch.save(_to_torch(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)   # a kill during the save leaves the previous state whole
-
-    def read(self) -> Optional[dict]:
-        if not self.path.exists():
-            return None
-        try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - a truncated or foreign file is ignored, never trusted
-            log.warning("ignoring in-flight state %s: unreadable (%s: %s)", self.path, type(e).__name__, str(e)[:120])
-            return None
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
-        for tmp in self.path.parent.glob(f"{self.path.name}.*.tmp") if self.path.parent.exists() else ():
-            tmp.unlink(missing_ok=True)
 
 
 class Preemption:
-    """The engine's ``pause`` hook for one fit: saves the state every ``checkpoint_every`` steps and on a
-    preemption signal, after which it stops the fit (``Preempted``)."""
+    """The engine's ``pause`` hook for one fit: saves its ``InFlight`` state (nefs/inflight.py) every
+    ``checkpoint_every`` steps and on a preemption signal, after which it stops the fit (``Preempted``).
 
-    def __init__(self, plan, writer, fitter, stream: bool):
+    flush: writes the rows finished so far, called before each save, so that a saved state never leaves out
+    finished rows that the store does not have yet (they would be fitted again)."""
+
+    def __init__(self, plan, store_path, flush: Callable[[], None], fitter, stream: bool):
         tr = plan.cfg.task.train
-        self.file = InFlightFile(writer.store.path, plan.start, plan.end)
-        self.writer, self.fitter, self.stream = writer, fitter, stream
+        self.file = InFlightFile(store_path, plan.start, plan.end)
+        self.flush, self.fitter, self.stream = flush, fitter, stream
         self.every = int(tr.get("checkpoint_every") or 0)
         self.meta = {"format": FORMAT, "identity": json.loads(json.dumps(plan.identity)),
                      "layout": plan.layout.to_json(), "range": [plan.start, plan.end],
                      "mode": "stream" if stream else "chunk"}
         self.range = (plan.start, plan.end)
-        self.rows: Optional[np.ndarray] = None   # the chunk in flight (fixed chunks)
         self.signum: Optional[int] = None
         self.steps = 0             # training steps this process ran
         self.saves, self.save_s = 0, 0.0
@@ -131,24 +89,24 @@ class Preemption:
         self._previous.clear()
 
     # -- the engine's pause hook ----------------------------------------------------------------------
-    def __call__(self, snapshot: Callable[[], dict]) -> None:
+    def __call__(self, snapshot: Callable[[], InFlight]) -> None:
         self.steps += 1
         if self.signum is None and not (self.every and self.steps % self.every == 0):
             return
         t = time.perf_counter()
-        engine = snapshot()
-        if self.signum is None and not np.any(engine["live"]):   # the chunk ends with this step: nothing to save
+        inflight = snapshot()
+        if self.signum is None and not inflight.loop.live.any():   # the chunk ends with this step: nothing to save
             return
-        self.writer.flush()   # finished rows first: a state never holds less than the store
-        state = {**self.meta, "rows": self.rows, "engine": engine, "saved_at": time.time(),
-                 "signal": None if self.signum is None else signal.Signals(self.signum).name}
-        self.file.save(state)
+        self.flush()   # finished rows first: a state never leaves out rows the store lacks
+        rows, engine = inflight.record()
+        self.file.save({**self.meta, "rows": rows, "engine": engine, "saved_at": time.time(),
+                        "signal": None if self.signum is None else signal.Signals(self.signum).name})
         self.saves += 1
         self.save_s += time.perf_counter() - t
         if self.signum is not None:
-            self._stop(state["engine"])
+            self._stop(inflight)
 
-    def _stop(self, engine: dict) -> None:
+    def _stop(self, inflight: InFlight) -> None:
         interrupted = self.signum == signal.SIGINT
         name = "Ctrl-C" if interrupted else signal.Signals(self.signum).name
         previous = self._previous.get(self.signum)
@@ -157,14 +115,13 @@ class Preemption:
         log.warning("%s: in-flight state saved to %s after %d steps", name, self.file.path, self.steps)
         if callable(previous) and not interrupted:   # e.g. submitit's checkpoint-and-requeue, the state now safe
             previous(self.signum, None)
-        raise Preempted(f"stopped by {name} at {_step_text(engine)}: finished rows written, "
-                        f"{_pending_count(engine, self.rows if not self.stream else None)} NeFs in flight saved to "
-                        f"{self.file.path}; "
+        raise Preempted(f"stopped by {name} at {inflight.step_text()}: finished rows written, "
+                        f"{inflight.pending_count()} NeFs in flight saved to {self.file.path}; "
                         f"rerun the same command to resume", interrupted=interrupted)
 
     # -- the rerun -------------------------------------------------------------------------------------
     def resume(self, pending: np.ndarray):
-        """(engine state, rows of the chunk in flight or None, the other pending rows) from a saved state
+        """(InFlight state, rows of the chunk in flight or None, the other pending rows) from a saved state
         that fits this run; (None, None, pending) if there is none or it does not fit."""
         if not len(pending):   # nothing left to fit: any state is stale
             self.file.clear()
@@ -176,24 +133,24 @@ class Preemption:
         if why:
             log.warning("ignoring in-flight state %s: %s; its NeFs are fitted from the start", self.file.path, why)
             return None, None, pending
-        engine, left = state["engine"], set(pending.tolist())
+        inflight, left = InFlight.from_record(state.get("rows"), state["engine"]), set(pending.tolist())
         if self.stream:
-            slot_row = np.asarray(engine["slot_row"], dtype=np.int64).copy()
+            slot_row = inflight.slot_row
             slot_row[[r not in left for r in slot_row.tolist()]] = -1   # done since (or idle): free slots
-            engine["slot_row"], engine["live"] = slot_row, slot_row >= 0
-            held = slot_row[slot_row >= 0]
-            rows = None
+            inflight.loop.live = slot_row >= 0
+            held, rows = slot_row[slot_row >= 0], None
         else:
-            rows = np.asarray(state["rows"], dtype=np.int64)
+            rows = inflight.rows
             held = rows if any(r in left for r in rows.tolist()) else rows[:0]
         if not len(held):
             log.info("in-flight state %s: its rows are done; removed", self.file.path)
             self.file.clear()
             return None, None, pending
-        log.info("resuming %d NeFs from %s (in-flight state %s, saved %s)", _pending_count(engine, rows),
-                 _step_text(engine), self.file.path, f"on {state['signal']}" if state.get("signal") else "by checkpoint_every")
+        log.info("resuming %d NeFs from %s (in-flight state %s, saved %s)", inflight.pending_count(),
+                 inflight.step_text(), self.file.path,
+                 f"on {state['signal']}" if state.get("signal") else "by checkpoint_every")
         self.resumed = True
-        return engine, rows, np.setdiff1d(pending, held)
+        return inflight, rows, np.setdiff1d(pending, held)
 
     def _mismatch(self, state: dict) -> str:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -230,23 +187,3 @@ class Preemption:
         log.info("trained %d steps in this run", self.steps)
 
     resumed = False
-
-
-def _live(engine: dict) -> np.ndarray:
-    return np.asarray(engine["live"], dtype=bool)
-
-
-def _pending_count(engine: dict, rows) -> int:
-    """NeFs of the state not finished yet: in its slots, and (fixed chunks) in the chunk's later units."""
-    if rows is None:
-        return int((np.asarray(engine["slot_row"]) >= 0).sum())
-    later = max(0, len(rows) - int(engine["unit"]) * (int(engine["part"]) + 1))
-    return int(_live(engine).sum()) + later
-
-
-def _step_text(engine: dict) -> str:
-    steps = np.asarray(engine["host_steps"])[_live(engine)]
-    if not len(steps):
-        return "step -"
-    lo, hi = int(steps.min()), int(steps.max())
-    return f"step {lo}" if lo == hi else f"steps {lo}-{hi}"
