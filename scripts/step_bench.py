@@ -18,10 +18,13 @@ task.train.kernel=torch. After each variant a roofline line: the step's FLOPs an
 HBM bandwidth the measured step reached (peaks: H200 by default, --peak-tflops / --peak-tbs).
 """
 import argparse
+import contextlib
+import functools
 import os
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("compiled", "graph", "eager", "fused")
@@ -39,7 +42,7 @@ def main(argv=None):
     p.add_argument("--precision", default="highest", choices=("highest", "high", "medium"),
                    help="task.train.matmul_precision: fp32, tf32 or bf16 matmul inputs (accumulation is fp32)")
     p.add_argument("--tile", default="", metavar="POINTS,WARPS[,STAGES]",
-                   help="tile of the fused variant (default: nefs/fused/step.py TILES by width)")
+                   help="tile of the fused variant (default: the kernel's table, nefs/fused/step.py default_tile)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="more config overrides for every run, e.g. nef.hidden_dim=128")
     p.add_argument("--peak-tflops", type=float, default=None, help="FP32 peak of the chip (default: H200, 67)")
@@ -50,10 +53,15 @@ def main(argv=None):
     from hydra import compose, initialize_config_dir
 
     from nefs.errors import FitnefError
+    from nefs.fused.launch import parse_tile
     from tasks.fitting import fit
     from tasks.resolvers import register
 
     register()  # ${fitnef.sweep_suffix:} in conf/base/task.yaml
+    try:
+        tile = parse_tile(args.tile)
+    except ValueError as e:
+        raise SystemExit(f"--tile: {e}")
 
     peaks = {k: v for k, v in (("peak_tflops", args.peak_tflops), ("peak_tbs", args.peak_tbs)) if v is not None}
     copies = -(-args.parallel // 1797)
@@ -62,7 +70,6 @@ def main(argv=None):
     for nef in args.nefs:
         for variant in args.variants:
             os.environ["FITNEF_COMPILE_MODE"] = "reduce-overhead" if variant == "graph" else ""
-            os.environ["FITNEF_FUSED_TILE"] = args.tile if variant == "fused" else ""
             torch._dynamo.reset()
             with tempfile.TemporaryDirectory() as tmp, \
                     initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -76,10 +83,11 @@ def main(argv=None):
                 cost = step_cost_of(cfg, args.parallel)
                 t = time.perf_counter()
                 try:
-                    if args.profile:
-                        s, table = profiled(fit, cfg, args.profile)
-                    else:
-                        s, table = fit(cfg), None
+                    with fused_tile(tile if variant == "fused" else None):
+                        if args.profile:
+                            s, table = profiled(fit, cfg, args.profile)
+                        else:
+                            s, table = fit(cfg), None
                 except FitnefError as e:   # e.g. the fused variant on a CPU: say so, go on
                     print(f"{nef:8s} {variant:16s} error: {e}", flush=True)
                     continue
@@ -90,6 +98,19 @@ def main(argv=None):
                 print(f"{'':8s} {'':16s} " + cost.line(s.train_s / args.steps, **peaks), flush=True)
             if table:
                 print(table, flush=True)
+
+
+@contextlib.contextmanager
+def fused_tile(tile):
+    """The fused steps that the engine builds inside ``fit`` run at ``tile`` (None: the table's). A run
+    config has no tile key, so the bench hands it to ``FusedGrad``'s ``tile`` argument here."""
+    if tile is None:
+        yield
+        return
+    import nefs.fused.step
+
+    with mock.patch.object(nefs.fused.step, "FusedGrad", functools.partial(nefs.fused.step.FusedGrad, tile=tile)):
+        yield
 
 
 def step_cost_of(cfg, parallel: int):
