@@ -9,6 +9,6 @@ __all__ = ["SIREN", "MLP", "RFFNet", "FourierNet", "GaborNet", "open_store"]
 
 def open_store(path):
     """Open a fitted neural dataset (see ``nefs.store.NefStore``)."""
-    from .store import open_store as _open
+    from .store import open_store as _open   # zarr (~0.8 s) loads with the first store, not with the NeF classes
 
     return _open(path)

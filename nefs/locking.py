@@ -160,3 +160,14 @@ def check_store_path(path, probe_bytes: int = 1 << 16) -> None:
             pass
     if existing == path and not os.access(path, os.W_OK):
         raise FitnefError(f"task.nef_dir={what}: cannot write the store: permission denied ({path})")
+
+
+LOCK_NAME = ".fitnef.lock"
+
+
+def store_lock(path) -> StoreLock:
+    """The store's write lock. It lives beside the store folder, not in it: creating a store
+    (zarr mode "w") empties the folder, and must not delete the lock it holds. It times out naming
+    its holder, and OS errors inside it (full disk, no permission) are one-line errors (nefs/locking.py)."""
+    path = Path(path).absolute()
+    return StoreLock(path.parent / f".{path.name}{LOCK_NAME}", what=str(path))

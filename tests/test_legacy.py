@@ -1,4 +1,4 @@
-"""The fit-a-nef shim: scripts/legacy.py translates legacy command lines, flag by flag, and the
+"""The fit-a-nef shim: tasks/legacy.py translates legacy command lines, flag by flag, and the
 HOWTO's commands run verbatim through the legacy entry file (tasks/image/fit.py)."""
 import os
 import shlex
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.legacy import LegacyError, Translation, hydra_str, main, translate
+from tasks.legacy import LegacyError, Translation, hydra_str, main, translate
 
 ROOT = Path(__file__).resolve().parents[1]
 

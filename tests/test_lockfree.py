@@ -6,7 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-import nefs.store as store_module
+import nefs.fingerprint
+import nefs.store
 from nefs import open_store
 from nefs.modality import Metric
 from nefs.stack import ParamLayout
@@ -34,13 +35,14 @@ def test_shard_bounds_fall_on_chunk_boundaries():
 def lock_calls(monkeypatch):
     """Record every acquisition of the store's write lock."""
     calls = []
-    real = store_module._lock
+    real = nefs.store.store_lock
 
     def recording(path):
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(store_module, "_lock", recording)
+    for module in (nefs.store, nefs.fingerprint):   # the modules that take it
+        monkeypatch.setattr(module, "store_lock", recording)
     return calls
 
 

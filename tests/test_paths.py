@@ -12,8 +12,7 @@ import pytest
 
 from nefs import locking
 from nefs.errors import FitnefError
-from nefs.locking import StoreLock, check_store_path
-from nefs.store import _lock
+from nefs.locking import StoreLock, check_store_path, store_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,14 +67,14 @@ def test_no_space_while_writing_rows_is_one_line_and_rows_stay_undone(tmp_path, 
         store.write_rows(np.array([0, 1]), np.zeros((2, 105)), np.zeros(2), np.zeros(2))
     monkeypatch.undo()
     assert not store.done.any()
-    with _lock(store.path):  # and the lock was released
+    with store_lock(store.path):  # and the lock was released
         pass
 
 
 _HOLD = """
 import sys, time
-from nefs.store import _lock
-with _lock(sys.argv[1]):
+from nefs.locking import store_lock
+with store_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(60)
 """
@@ -94,7 +93,7 @@ def test_lock_timeout_names_the_holder(tmp_path, monkeypatch):
         monkeypatch.setenv(locking.TIMEOUT_ENV, "0.5")
         t = time.time()
         with pytest.raises(FitnefError, match=rf"locked by pid {p.pid} on .*waited 0.5 s") as e:
-            with _lock(store):
+            with store_lock(store):
                 pass
         assert time.time() - t < 10 and "\n" not in str(e.value)
     finally:
@@ -111,7 +110,7 @@ def test_a_killed_holder_does_not_block(tmp_path, monkeypatch):
     assert holder["pid"] == p.pid and "-c" in holder["command"]
     assert not locking.pid_alive(p.pid)
     monkeypatch.setenv(locking.TIMEOUT_ENV, "2")
-    with _lock(store):  # the kernel freed the dead process's lock
+    with store_lock(store):  # the kernel freed the dead process's lock
         assert json.loads((tmp_path / ".s.fitnef.lock.holder").read_text())["pid"] == os.getpid()
 
 
