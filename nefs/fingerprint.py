@@ -71,7 +71,7 @@ def verify_signals(store, signal_bytes: Callable[[int], bytes], start: Optional[
         if not record:
             return 0  # a store from before fingerprints: nothing to check
         num_chunks = -(-len(store) // store.chunk_rows)
-        with store_lock(store.path):
+        with store_lock(store.path, store.lock_timeout):
             group = zarr.open_group(str(store.path), mode="r+")
             if ARRAY not in group:
                 # one file per store chunk: a shard that owns its chunks also owns their hashes (lock-free writes)

@@ -25,7 +25,7 @@ import zarr
 from .errors import FitnefError
 from .diffs import diff_keys
 from .fingerprint import record_digests
-from .locking import store_lock
+from .locking import DEFAULT_TIMEOUT_S, store_lock
 from .modality import Metric, lookup
 from .stack import ParamLayout
 from .weight_space import NeuralDataset, WeightSpace
@@ -48,8 +48,9 @@ def _inside(array, rows: np.ndarray, lo: int, hi: int) -> bool:
 class NefStore:
     """A fitted neural dataset. Users get one from ``nefs.open_store(path)``."""
 
-    def __init__(self, path, group: zarr.Group):
+    def __init__(self, path, group: zarr.Group, lock_timeout: float = DEFAULT_TIMEOUT_S):
         self.path = Path(path)
+        self.lock_timeout = float(lock_timeout)   # seconds to wait for another process's write lock
         self.group = group
         attrs = group.attrs
         self.layout = ParamLayout.from_json(attrs["param_layout"])
@@ -64,12 +65,13 @@ class NefStore:
     def create_or_open(cls, path, *, identity: dict, num_rows: int, layout: ParamLayout, rows: dict,
                        chunk_rows: int, modality: dict, nef: dict, metric: Metric,
                        versions: Optional[dict] = None,
-                       upgrade: Optional[Callable[[dict], dict]] = None) -> "NefStore":
+                       upgrade: Optional[Callable[[dict], dict]] = None,
+                       lock_timeout: float = DEFAULT_TIMEOUT_S) -> "NefStore":
         """upgrade: brings the store's recorded identity to the caller's keys before they are compared (an
         identity written by an earlier version; tasks/identity.py ``upgrade_identity``)."""
         path = Path(path)
         identity = json.loads(json.dumps(identity))  # plain JSON types, as stored
-        with store_lock(path):
+        with store_lock(path, lock_timeout):
             if (path / "zarr.json").exists():
                 group = zarr.open_group(str(path), mode="r+")
                 if group.attrs.get("complete"):
@@ -82,7 +84,7 @@ class NefStore:
                     if group["params"].shape != (num_rows, layout.size):
                         raise FitnefError(f"store {path} has {group['params'].shape} params, "
                                           f"this run needs {(num_rows, layout.size)}")
-                    return cls(path, group)
+                    return cls(path, group, lock_timeout)
                 # a creation that died half-way: nothing was fitted yet, start it again
             chunk = max(1, min(int(chunk_rows), num_rows))
             # mode "a" + overwrite: replace our arrays, never other files in the folder
@@ -109,14 +111,14 @@ class NefStore:
                 "metric": metric.to_json(), "versions": versions or {}, "format": "fitnef/1",
             })
             group.attrs["complete"] = True  # last: marks the creation as whole
-            return cls(path, group)
+            return cls(path, group, lock_timeout)
 
     def update_attrs(self, values: dict) -> None:
         """Set attributes that describe runs, not the NeFs (e.g. where the dataset lives, the sharding),
         under the write lock and re-reading the group first, so concurrent runs never drop each
         other's keys. Unchanged keys are not rewritten."""
         values = json.loads(json.dumps(values))
-        with store_lock(self.path):
+        with store_lock(self.path, self.lock_timeout):
             group = zarr.open_group(str(self.path), mode="r+")
             changed = {k: v for k, v in values.items() if group.attrs.get(k) != v}
             if changed:
@@ -158,7 +160,7 @@ class NefStore:
         g = self.group
         arrays = ("params", self.metric_name, "steps", "done")
         mine = exclusive is not None and all(_inside(g[a], rows, *exclusive) for a in arrays)
-        with (contextlib.nullcontext() if mine else store_lock(self.path)):  # one orthogonal write per array
+        with (contextlib.nullcontext() if mine else store_lock(self.path, self.lock_timeout)):  # one orthogonal write per array
             record_digests(g, rows, self.signal_digests, self.chunk_rows)  # what data the rows came from
             g["params"].set_orthogonal_selection((rows, slice(None)), params.astype(np.float32))
             g[self.metric_name].set_orthogonal_selection(rows, metric.astype(np.float32))
@@ -278,7 +280,7 @@ class NefDataset(torch.utils.data.Dataset):
         return torch.from_numpy(self.params[i]), int(self.labels[i])
 
 
-def open_store(path) -> NefStore:
+def open_store(path, lock_timeout: float = DEFAULT_TIMEOUT_S) -> NefStore:
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise FitnefError(f"no fitnef store at {path} (expected a zarr group with zarr.json)")
@@ -287,4 +289,4 @@ def open_store(path) -> NefStore:
         raise FitnefError(f"{path} is a zarr group but not a fitnef store (no param_layout attribute)")
     if not group.attrs.get("complete"):
         raise FitnefError(f"store {path} is being created, or its creation was interrupted (rerun the fit)")
-    return NefStore(path, group)
+    return NefStore(path, group, lock_timeout)

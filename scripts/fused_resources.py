@@ -12,6 +12,15 @@ fused step exists to avoid; shared memory over the architecture's limit (227 KB 
 import argparse
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from nefs.errors import FitnefError
+from nefs.fused import why_not
+from nefs.fused.launch import parse_tile
+from nefs.fused.resources import resources
+from nefs.fused.spec import describe
+from tasks.plan import build_nef
+
 ROOT = Path(__file__).resolve().parents[1]
 # coordinates and loss of each task's fused step (its Problem's fused_loss)
 TASKS = {"image": (2, "mse"), "shape": (3, "bce_logits"), "audio": (1, "mse")}
@@ -28,15 +37,6 @@ def main(argv=None):
                    help="compile at this tile (default: each kernel's table, nefs/fused/step.py default_tile)")
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability x 10 (90: H100/H200)")
     args = p.parse_args(argv)
-
-    from omegaconf import OmegaConf
-
-    from nefs.errors import FitnefError
-    from nefs.fused import why_not
-    from nefs.fused.launch import parse_tile
-    from nefs.fused.resources import resources
-    from nefs.fused.spec import describe
-    from tasks.plan import build_nef
 
     in_features, loss = TASKS[args.task]
     try:

@@ -26,6 +26,19 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import torch
+from hydra import compose, initialize_config_dir
+from torch.profiler import ProfilerActivity, profile
+
+import nefs.fused.step
+from nefs.errors import FitnefError
+from nefs.fused.launch import parse_tile
+from nefs.fused.roofline import step_cost
+from nefs.fused.spec import describe
+from tasks.fitting import fit
+from tasks.plan import build_nef, load_modality
+from tasks.resolvers import register
+
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("compiled", "graph", "eager", "fused")
 
@@ -48,14 +61,6 @@ def main(argv=None):
     p.add_argument("--peak-tflops", type=float, default=None, help="FP32 peak of the chip (default: H200, 67)")
     p.add_argument("--peak-tbs", type=float, default=None, help="HBM bandwidth of the chip, TB/s (default: H200, 4.8)")
     args = p.parse_args(argv)
-
-    import torch
-    from hydra import compose, initialize_config_dir
-
-    from nefs.errors import FitnefError
-    from nefs.fused.launch import parse_tile
-    from tasks.fitting import fit
-    from tasks.resolvers import register
 
     register()  # ${fitnef.sweep_suffix:} in conf/base/task.yaml
     try:
@@ -107,18 +112,12 @@ def fused_tile(tile):
     if tile is None:
         yield
         return
-    import nefs.fused.step
-
     with mock.patch.object(nefs.fused.step, "FusedGrad", functools.partial(nefs.fused.step.FusedGrad, tile=tile)):
         yield
 
 
 def step_cost_of(cfg, parallel: int):
     """FLOPs and least bytes of one step of this config's NeF (None for NeFs without a fused step)."""
-    from nefs.fused.roofline import step_cost
-    from nefs.fused.spec import describe
-    from tasks.plan import build_nef, load_modality
-
     modality, _ = load_modality(cfg)
     spec, _ = describe(build_nef(cfg.nef, modality.in_features, modality.out_features))
     if spec is None:
@@ -130,9 +129,6 @@ def step_cost_of(cfg, parallel: int):
 
 def profiled(fn, cfg, top: int):
     """fn(cfg) under torch.profiler; the kernels that took the most device (or CPU) time, as a table."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=activities) as prof:
         out = fn(cfg)

@@ -37,9 +37,9 @@ def lock_calls(monkeypatch):
     calls = []
     real = nefs.store.store_lock
 
-    def recording(path):
+    def recording(path, *args):
         calls.append(path)
-        return real(path)
+        return real(path, *args)
 
     for module in (nefs.store, nefs.fingerprint):   # the modules that take it
         monkeypatch.setattr(module, "store_lock", recording)

@@ -86,14 +86,13 @@ def _holder(store: Path) -> subprocess.Popen:
     return p
 
 
-def test_lock_timeout_names_the_holder(tmp_path, monkeypatch):
+def test_lock_timeout_names_the_holder(tmp_path):
     store = tmp_path / "s"
     p = _holder(store)
     try:
-        monkeypatch.setenv(locking.TIMEOUT_ENV, "0.5")
         t = time.time()
         with pytest.raises(FitnefError, match=rf"locked by pid {p.pid} on .*waited 0.5 s") as e:
-            with store_lock(store):
+            with store_lock(store, timeout=0.5):
                 pass
         assert time.time() - t < 10 and "\n" not in str(e.value)
     finally:
@@ -101,7 +100,7 @@ def test_lock_timeout_names_the_holder(tmp_path, monkeypatch):
         p.wait()
 
 
-def test_a_killed_holder_does_not_block(tmp_path, monkeypatch):
+def test_a_killed_holder_does_not_block(tmp_path):
     store = tmp_path / "s"
     p = _holder(store)
     p.kill()
@@ -109,8 +108,7 @@ def test_a_killed_holder_does_not_block(tmp_path, monkeypatch):
     holder = json.loads((tmp_path / ".s.fitnef.lock.holder").read_text())
     assert holder["pid"] == p.pid and "-c" in holder["command"]
     assert not locking.pid_alive(p.pid)
-    monkeypatch.setenv(locking.TIMEOUT_ENV, "2")
-    with store_lock(store):  # the kernel freed the dead process's lock
+    with store_lock(store, timeout=2):  # the kernel freed the dead process's lock
         assert json.loads((tmp_path / ".s.fitnef.lock.holder").read_text())["pid"] == os.getpid()
 
 
