@@ -1,4 +1,5 @@
 """End to end: the Hydra config, the index scheme, the store, resume after SIGKILL, clear errors."""
+import logging
 import os
 import signal
 import subprocess
@@ -147,7 +148,7 @@ def test_missing_dataset_names_the_path(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_compile_auto_compiles_only_runs_that_repay_it(compose, tmp_path):
+def test_compile_auto_compiles_only_runs_that_repay_it(compose, tmp_path, caplog):
     from tasks.plan import COMPILE_PAYS_AFTER, resolve_compile
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
@@ -158,5 +159,6 @@ def test_compile_auto_compiles_only_runs_that_repay_it(compose, tmp_path):
     assert resolve_compile("auto", cpu, 64 * 500, 3076) is True         # 64 GaborNets: worth it
     assert resolve_compile("auto", cuda, 1797 * 500, 105) is False      # the default job: eager on a GPU
     assert resolve_compile("auto", cuda, 140000 * 500, 105) is True     # the HOWTO's MNIST fit: compiled
-    summary = fit(compose("task.train.end_idx=4", "task.train.num_steps=5"))  # 20 NeF-steps: eager
-    assert summary.warmup_s < 1.0 and summary.fitted == 4
+    with caplog.at_level(logging.INFO):
+        summary = fit(compose("task.train.end_idx=4", "task.train.num_steps=5"))  # 20 NeF-steps: eager
+    assert "task.train.compile=auto: eager" in caplog.text and summary.fitted == 4
