@@ -133,16 +133,17 @@ def test_sigkill_mid_run_then_rerun_gives_identical_rows(compose, tmp_path):
     ("+optimizer.lr=0.1", "optimizer.lr=0.1: the learning rate comes from the scheduler"),
     ("task.train.compile=maybe", "task.train.compile='maybe': use true, false or auto"),
 ])
-def test_bad_input_is_a_clear_error_without_traceback(tmp_path, override, needle):
-    r = _run(override, f"task.nef_dir={tmp_path / 's'}")
+def test_bad_input_is_a_clear_error_without_traceback(tmp_path, override, needle, command):
+    r = command("tasks.fit", override, f"task.nef_dir={tmp_path / 's'}")
     assert r.returncode != 0
     assert needle in r.stderr + r.stdout
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "s" / "params").exists()  # no half-written store
 
 
-def test_missing_dataset_names_the_path(tmp_path):
-    r = _run("dataset=mnist", f"task.nef_dir={tmp_path / 's'}", env={"DATA_PATH": str(tmp_path / "nowhere")})
+def test_missing_dataset_names_the_path(tmp_path, command, monkeypatch):
+    monkeypatch.setenv("DATA_PATH", str(tmp_path / "nowhere"))
+    r = command("tasks.fit", "dataset=mnist", f"task.nef_dir={tmp_path / 's'}")
     assert r.returncode == 2
     assert str(tmp_path / "nowhere") in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

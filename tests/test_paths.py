@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,22 +16,19 @@ from nefs.locking import StoreLock, check_store_path, store_lock
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fit(tmp_path, *overrides, timeout=60):
-    return subprocess.run([sys.executable, "-m", "tasks.fit", "task.train.end_idx=4", "task.train.num_steps=2",
-                           "task.log.progress=false", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+FIT = ("task.train.end_idx=4", "task.train.num_steps=2", "task.log.progress=false")
 
 
-def test_unwritable_store_path_fails_at_once_in_one_line(tmp_path):
-    t = time.time()
-    r = _fit(tmp_path, "task.nef_dir=/proc/x")
-    assert r.returncode == 2 and time.time() - t < 30
+def test_unwritable_store_path_fails_at_once_in_one_line(tmp_path, command):
+    """At once: the path is checked before the store's lock is waited for (that error would name a holder)."""
+    r = command("tasks.fit", *FIT, f"hydra.run.dir={tmp_path / 'run'}", "task.nef_dir=/proc/x")
+    assert r.returncode == 2 and "locked by" not in r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "task.nef_dir=/proc/x" in r.stderr
 
 
-def test_a_plain_file_where_the_store_folder_should_be(tmp_path):
+def test_a_plain_file_where_the_store_folder_should_be(tmp_path, command):
     (tmp_path / "f").write_text("x")
-    r = _fit(tmp_path, f"task.nef_dir={tmp_path / 'f'}")
+    r = command("tasks.fit", *FIT, f"hydra.run.dir={tmp_path / 'run'}", f"task.nef_dir={tmp_path / 'f'}")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "is a plain file" in r.stderr
     with pytest.raises(FitnefError, match="is a plain file"):
@@ -90,11 +86,10 @@ def test_lock_timeout_names_the_holder(tmp_path):
     store = tmp_path / "s"
     p = _holder(store)
     try:
-        t = time.time()
         with pytest.raises(FitnefError, match=rf"locked by pid {p.pid} on .*waited 0.5 s") as e:
             with store_lock(store, timeout=0.5):
                 pass
-        assert time.time() - t < 10 and "\n" not in str(e.value)
+        assert "\n" not in str(e.value)
     finally:
         p.kill()
         p.wait()
@@ -122,8 +117,7 @@ def test_describe_holder_says_a_dead_pid_is_gone(tmp_path):
 
 
 def test_lock_that_cannot_be_created_fails_at_once():
-    t = time.time()
+    """At once: a lock file that cannot be created is a path error, not 30 s of retries ending "locked by"."""
     with pytest.raises(FitnefError, match="cannot write the store"):
         with StoreLock(Path("/proc/.x.fitnef.lock"), "/proc/x", timeout=30):
             pass
-    assert time.time() - t < 5

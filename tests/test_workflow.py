@@ -156,9 +156,8 @@ def test_inspect_metrics_match_the_store_and_pngs_show_the_images(compose, tmp_p
     assert [s["num_rows"] for s in json.loads((out / "compare.json").read_text())["stores"]] == [8, 8]
 
 
-def test_inspect_refuses_a_store_that_is_not_there(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tasks.inspect", f"task.nef_dir={tmp_path / 'none'}",
-                        f"hydra.run.dir={tmp_path / 'x'}"], cwd=ROOT, capture_output=True, text=True)
+def test_inspect_refuses_a_store_that_is_not_there(tmp_path, command):
+    r = command("tasks.inspect", f"task.nef_dir={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'x'}")
     assert r.returncode == 2 and "no fitnef store" in r.stderr and "Traceback" not in r.stderr
 
 
