@@ -47,6 +47,7 @@ def test_index_scheme_seeds_times_signals(compose, tmp_path):
     assert s.labels[1797] == s.labels[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compiled", [False, True])
 def test_results_do_not_depend_on_chunking_or_range(compose, tmp_path, compiled):
     common = [*QUICK[:1], f"task.train.compile={compiled}", "task.train.masked_portion=0.5",
@@ -86,6 +87,7 @@ def _run(*overrides, env=None, **kw):
                           text=True, env={**os.environ, **(env or {})}, **kw)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_gives_identical_rows(compose, tmp_path):
     args = ["task.train.num_steps=150", "task.train.compile=false", "task.train.end_idx=96",
             "task.train.num_parallel_nefs=16", "task.log.progress=false"]

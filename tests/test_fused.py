@@ -17,6 +17,7 @@ from tasks.identity import identity
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_fused_kernel_equals_the_torch_step_in_the_triton_interpreter():
     """tests/interp_fused.py, in a process of its own: TRITON_INTERPRET=1 must precede triton's import."""
     pytest.importorskip("triton")
@@ -38,6 +39,7 @@ AHEAD = [(SIREN(2, 1, 8), "mse", "ieee"), (SIREN(2, 1, 8), "mse", "tf32"), (SIRE
 WIDE = [(MLP(2, 1, 100), "mse", "ieee"), (SIREN(2, 1, 256), "mse", "ieee")]
 
 
+@pytest.mark.slow
 def test_fused_kernel_compiles_for_an_h200_without_a_gpu():
     """Triton's ahead-of-time compile for sm_90 (ptxas included): what the interpreter cannot check, the GPU
     code generator's limits (constexpr loops, dot shapes, shared memory <= 227 KB per block), and that the

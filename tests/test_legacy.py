@@ -454,6 +454,7 @@ def test_main_errors_are_one_line(capsys, argv, words):
     assert all(w in err for w in words)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ["tasks/image/fit.py", "tasks/shape/fit.py"])
 def test_entry_files_run_as_scripts_without_pythonpath(tmp_path, entry):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -512,6 +513,7 @@ def _native_line(out: str) -> str:
     return lines[0][len("native command: "):]
 
 
+@pytest.mark.slow
 def test_howto_commands_verbatim(tmp_path):
     import nefs
 

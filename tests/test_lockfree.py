@@ -74,6 +74,7 @@ def test_write_takes_the_lock_only_for_chunks_shared_with_others(tmp_path, lock_
     assert (np.asarray(s.params[rows]) == 2.0).all() and np.isnan(np.asarray(s.params[:])[~s.done]).all()
 
 
+@pytest.mark.slow
 def test_aligned_shards_write_without_the_lock_and_equal_one_process(compose, tmp_path, lock_calls):
     sharded = tmp_path / "sharded"
     for k in range(2):  # chunks of 4 rows: shard 0 is [0, 8), shard 1 [8, 16), each its own 2 chunks

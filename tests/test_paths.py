@@ -82,6 +82,7 @@ def _holder(store: Path) -> subprocess.Popen:
     return p
 
 
+@pytest.mark.slow
 def test_lock_timeout_names_the_holder(tmp_path):
     store = tmp_path / "s"
     p = _holder(store)
@@ -95,6 +96,7 @@ def test_lock_timeout_names_the_holder(tmp_path):
         p.wait()
 
 
+@pytest.mark.slow
 def test_a_killed_holder_does_not_block(tmp_path):
     store = tmp_path / "s"
     p = _holder(store)

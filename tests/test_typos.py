@@ -42,6 +42,7 @@ def test_typo_is_one_line_with_a_suggestion(module, args, expected, monkeypatch,
     assert capsys.readouterr().err.strip() == expected
 
 
+@pytest.mark.slow
 def test_python_dash_m_refuses_a_typo_in_one_line():
     """The same through the command line: ``python -m tasks.fit`` reaches main() and says one line."""
     r = _run("tasks.fit", "task.train.num_step=10")
