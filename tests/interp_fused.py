@@ -94,6 +94,23 @@ def test_fused_gradients_equal_torch(case):
         assert (g_fused[name] - g_ref[name]).abs().max().item() <= 1e-5 * scale + 1e-7, name
 
 
+@pytest.mark.parametrize("case,tile", [("siren8-shared", (16, 2)), ("mlp15-rgb-batched", (32, 8, 1)),
+                                       ("fourier8-shared", (64, 2)), ("gabor15-batched", (32, 4))])
+def test_a_tile_other_than_the_tables_computes_the_same_step(case, tile):
+    """``tile=`` changes how the points are cut, not what is computed (point counts not a multiple of it)."""
+    make, loss, batched, n, p = CASES[case]
+    template = make()
+    params = init_stacked(template, [0] * n, list(range(n)), fixed_init=False)
+    x, y = _inputs(template, loss, batched, n, p)
+    spec, _ = describe(template)
+    table, other = FusedGrad(spec, "mse"), FusedGrad(spec, "mse", tile=tile)
+    assert other.const["BLOCK_P"] == tile[0] != table.const["BLOCK_P"] and other.options["num_warps"] == tile[1]
+    (g_table, l_table), (g_other, l_other) = table(params, x, y), other(params, x, y)
+    torch.testing.assert_close(l_other, l_table, rtol=1e-5, atol=1e-6)
+    for name in g_table:
+        torch.testing.assert_close(g_other[name], g_table[name], rtol=1e-4, atol=1e-6)
+
+
 class _Problem:
     """The smallest engine Problem: fixed targets, all points shared, or a keyed subset per NeF."""
 
