@@ -160,7 +160,8 @@ class NefStore:
         g = self.group
         arrays = ("params", self.metric_name, "steps", "done")
         mine = exclusive is not None and all(_inside(g[a], rows, *exclusive) for a in arrays)
-        with (contextlib.nullcontext() if mine else store_lock(self.path, self.lock_timeout)):  # one orthogonal write per array
+        lock = contextlib.nullcontext() if mine else store_lock(self.path, self.lock_timeout)
+        with lock:  # one orthogonal write per array
             record_digests(g, rows, self.signal_digests, self.chunk_rows)  # what data the rows came from
             g["params"].set_orthogonal_selection((rows, slice(None)), params.astype(np.float32))
             g[self.metric_name].set_orthogonal_selection(rows, metric.astype(np.float32))

@@ -9,8 +9,8 @@ and accumulates their products in fp32; the first layer, the output layer, the l
 the activations stay fp32. This script fits the bundled digits with the torch step on the CPU (through
 ``tasks.fitting.fit``: the project's defaults, same NeFs, same store layout) once per precision, with those
 same matmuls computed as the kernel computes them: inputs rounded to nearest even, exact products (11 x 11 or
-8 x 8 significant bits fit fp32's 24) summed in fp32 (``RoundedMatmul``, nefs/fused/emulate.py). PSNRs are measured in fp32, as the
-fit measures them with either step. tests/interp_fused.py checks this emulation against the kernel itself
+8 x 8 significant bits fit fp32's 24) summed in fp32 (``RoundedMatmul``,
+nefs/fused/emulate.py). PSNRs are measured in fp32, as the fit measures them with either step. tests/interp_fused.py checks this emulation against the kernel itself
 (bf16, Triton's interpreter): equal gradients to float32 rounding.
 
 Reports per NeF kind and precision the mean PSNR over the NeFs and the paired difference to fp32 (same NeFs,

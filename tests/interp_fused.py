@@ -16,6 +16,7 @@ from torch.func import functional_call, grad_and_value
 from nefs import MLP, FourierNet, GaborNet, RFFNet, SIREN
 from nefs.engine import ChunkFitter
 from nefs.fused import fused_grad_fn
+from nefs.fused.emulate import hidden_matmuls_rounded
 from nefs.fused.spec import describe
 from nefs.fused.step import FusedGrad
 from nefs.stack import init_stacked
@@ -251,12 +252,10 @@ def bf16_as_on_gpu(monkeypatch):
 
 @pytest.mark.parametrize("case", ["siren8-shared", "siren20-4layers-scaled-batched", "mlp15-rgb-batched", "rff32"])
 def test_bf16_fused_gradients_equal_the_emulated_torch_step(case, bf16_as_on_gpu):
-    """nefs/fused/emulate.py's emulation (scripts/precision_bench.py's) (the torch step with exactly the hidden matmuls' inputs rounded to
-    bf16, forward and backward, fp32 sums) computes the kernel's bf16 arithmetic: same gradients to float32
+    """nefs/fused/emulate.py's emulation, which scripts/precision_bench.py fits with (the torch step with exactly
+    the hidden matmuls' inputs rounded to bf16, forward and backward, fp32 sums) computes the kernel's bf16 arithmetic: same gradients to float32
     rounding, where they differ from the fp32 step's by far more (so a wrong emulation, e.g. rounding the output
     layer too or the backward pass not at all, fails)."""
-    from nefs.fused.emulate import hidden_matmuls_rounded
-
     make, loss, batched, n, p = CASES[case]
     template = make()
     params = init_stacked(template, [0] * n, list(range(n)), fixed_init=False)
