@@ -95,7 +95,7 @@ def test_fused_gradients_equal_torch(case):
         assert (g_fused[name] - g_ref[name]).abs().max().item() <= 1e-5 * scale + 1e-7, name
 
 
-@pytest.mark.parametrize("case,tile", [("siren8-shared", (16, 2)), ("mlp15-rgb-batched", (32, 8, 1)),
+@pytest.mark.parametrize("case,tile", [("siren8-shared", (16, 2)), ("mlp15-rgb-batched", (16, 8, 1)),
                                        ("fourier8-shared", (64, 2)), ("gabor15-batched", (32, 4))])
 def test_a_tile_other_than_the_tables_computes_the_same_step(case, tile):
     """``tile=`` changes how the points are cut, not what is computed (point counts not a multiple of it)."""
@@ -106,6 +106,7 @@ def test_a_tile_other_than_the_tables_computes_the_same_step(case, tile):
     spec, _ = describe(template)
     table, other = FusedGrad(spec, "mse"), FusedGrad(spec, "mse", tile=tile)
     assert other.const["BLOCK_P"] == tile[0] != table.const["BLOCK_P"] and other.options["num_warps"] == tile[1]
+    assert other.options["num_stages"] == (tile + table.tile[2:])[2]
     (g_table, l_table), (g_other, l_other) = table(params, x, y), other(params, x, y)
     torch.testing.assert_close(l_other, l_table, rtol=1e-5, atol=1e-6)
     for name in g_table:
