@@ -35,8 +35,9 @@ echo "lowest versions: $(tr '\n' ' ' < "$VENV/lowest.txt") + $TORCH_SPEC"
 "$PY" -m pip check
 "$PY" -c "
 import importlib.metadata as m, sys
+from packaging.version import Version
 pins = [l.strip().split('==') for l in open('$VENV/lowest.txt') if l.strip()]
-bad = [f'{n} {m.version(n)} != {v}' for n, v in pins if m.version(n) != v]
+bad = [f'{n} {m.version(n)} != {v}' for n, v in pins if Version(m.version(n)) != Version(v)]
 print('installed:', ', '.join(f'{n} {m.version(n)}' for n, _ in pins), '| torch', m.version('torch'))
 sys.exit('not the floors: ' + '; '.join(bad) if bad else 0)"
 "$PY" -m pytest -q -m "not slow"
