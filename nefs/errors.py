@@ -6,6 +6,8 @@ value and what is allowed.
 import sys
 from contextlib import contextmanager
 
+from omegaconf.errors import MissingMandatoryValue
+
 
 class FitnefError(Exception):
     pass
@@ -26,8 +28,6 @@ class Preempted(Exception):
 @contextmanager
 def reported_as_one_line():
     """For entry points: a FitnefError inside becomes ``error: <message>`` on stderr, exit status 2."""
-    from omegaconf.errors import MissingMandatoryValue
-
     try:
         yield
     except FitnefError as e:

@@ -13,8 +13,11 @@ import hashlib
 from typing import Callable, Dict, Optional
 
 import numpy as np
+import zarr
 
+from .diffs import diff_keys
 from .errors import FitnefError
+from .locking import store_lock
 
 ARRAY = "signal_digest"
 
@@ -48,8 +51,6 @@ def _describe(store, chunk: int, stored: int, now: int, now_dataset: Optional[di
     what = f"rows {lo}-{hi} (store chunk {chunk}): signal fingerprint {stored:016x} in the store, {now:016x} now"
     before = store.group.attrs.get("dataset")
     if isinstance(before, dict) and isinstance(now_dataset, dict):
-        from .store import diff_keys
-
         diffs = diff_keys(before, now_dataset, "dataset.")
         if diffs:
             what += f"; {'; '.join(diffs)}"
@@ -69,12 +70,8 @@ def verify_signals(store, signal_bytes: Callable[[int], bytes], start: Optional[
     if ARRAY not in store.group:
         if not record:
             return 0  # a store from before fingerprints: nothing to check
-        from .store import _lock
-
         num_chunks = -(-len(store) // store.chunk_rows)
-        with _lock(store.path):
-            import zarr
-
+        with store_lock(store.path, store.lock_timeout):
             group = zarr.open_group(str(store.path), mode="r+")
             if ARRAY not in group:
                 # one file per store chunk: a shard that owns its chunks also owns their hashes (lock-free writes)

@@ -21,9 +21,9 @@ from filelock import FileLock, Timeout
 
 from .errors import FitnefError
 
-# Seconds to wait for another process's lock before giving up; writes hold it for a chunk's write only.
+# Seconds to wait for another process's lock before giving up (writes hold it for a chunk's write only); the
+# ``lock_timeout`` argument of nefs.store (NefStore.create_or_open, open_store) sets another.
 DEFAULT_TIMEOUT_S = 300.0
-TIMEOUT_ENV = "FITNEF_LOCK_TIMEOUT"
 
 # OS errors that mean "this place cannot hold a store", as the words a user needs
 _PATH_ERRORS = {
@@ -39,17 +39,6 @@ _PATH_ERRORS = {
 
 # ... of which these, raised while writing into an existing store, are about the place, not a bug
 _WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def lock_timeout() -> float:
-    """``$FITNEF_LOCK_TIMEOUT`` seconds, default 300."""
-    raw = os.environ.get(TIMEOUT_ENV)
-    if raw is None:
-        return DEFAULT_TIMEOUT_S
-    try:
-        return float(raw)
-    except ValueError:
-        raise FitnefError(f"{TIMEOUT_ENV}={raw!r}: must be a number of seconds") from None
 
 
 def _holder_info() -> dict:
@@ -82,11 +71,11 @@ def describe_holder(holder_file: Path) -> str:
 class StoreLock:
     """Exclusive lock of one store, reentrant in one process, with a timeout that names the holder."""
 
-    def __init__(self, lock_file: Path, what: str, timeout: float = None):
+    def __init__(self, lock_file: Path, what: str, timeout: float = DEFAULT_TIMEOUT_S):
         self.lock_file = Path(lock_file)
         self.holder_file = self.lock_file.with_name(self.lock_file.name + ".holder")
         self.what = what
-        self.timeout = lock_timeout() if timeout is None else float(timeout)
+        self.timeout = float(timeout)
         self._lock = FileLock(str(self.lock_file), timeout=self.timeout)
 
     def __enter__(self):
@@ -100,7 +89,7 @@ class StoreLock:
             except Timeout:
                 raise FitnefError(
                     f"store {self.what} is locked by {describe_holder(self.holder_file)}; waited "
-                    f"{self.timeout:g} s ({TIMEOUT_ENV} sets how long); if that process is gone, delete "
+                    f"{self.timeout:g} s; if that process is gone, delete "
                     f"{self.lock_file}") from None
             if first:
                 try:
@@ -160,3 +149,14 @@ def check_store_path(path, probe_bytes: int = 1 << 16) -> None:
             pass
     if existing == path and not os.access(path, os.W_OK):
         raise FitnefError(f"task.nef_dir={what}: cannot write the store: permission denied ({path})")
+
+
+LOCK_NAME = ".fitnef.lock"
+
+
+def store_lock(path, timeout: float = DEFAULT_TIMEOUT_S) -> StoreLock:
+    """The store's write lock. It lives beside the store folder, not in it: creating a store
+    (zarr mode "w") empties the folder, and must not delete the lock it holds. It times out naming
+    its holder, and OS errors inside it (full disk, no permission) are one-line errors (nefs/locking.py)."""
+    path = Path(path).absolute()
+    return StoreLock(path.parent / f".{path.name}{LOCK_NAME}", what=str(path), timeout=timeout)

@@ -14,9 +14,9 @@ from typing import Callable, Dict, Optional
 import torch
 from torch.func import functional_call, grad_and_value
 
+from .diffs import diff_keys
 from .errors import FitnefError
 from .slot_optim import adam_direction, adam_moments
-from .store import diff_keys
 
 log = logging.getLogger(__name__)
 

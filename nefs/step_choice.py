@@ -1,6 +1,7 @@
 """The one place that chooses how the per-NeF gradients are computed, by measuring where there is a choice.
 
-Candidates: the fused Triton step (nefs/fused) at its tile table's choice and that tile's neighbours, the
+Candidates: the fused Triton step (nefs/fused) at its tile table's choice and that tile's neighbours (half and twice the
+points or the warps), the
 torch step ``vmap(grad_and_value(loss))`` compiled (when the plan compiles) and, on CUDA, eager. Where more
 than one can run (``task.train.kernel=auto`` on a GPU), the first call of the step does what cuDNN's benchmark
 mode and Triton's autotuner do: each candidate's first gradients are checked against the torch step's (within
@@ -30,7 +31,7 @@ from torch.func import functional_call, grad_and_value
 from .errors import FitnefError
 from .fused.select import why_not
 from .fused.spec import describe
-from .fused.step import FusedGrad, tile_options   # Triton itself loads when a kernel is first built
+from .fused.step import FusedGrad, default_tile, neighbour_tiles   # Triton loads when a kernel is first built
 from .precision import KERNEL_PRECISION, AtPrecision, precision_line
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def _fused_candidates(template, problem, settings: StepSettings, neighbours: boo
 
     spec, _ = describe(template)
     loss, prec = type(problem).fused_loss, KERNEL_PRECISION[settings.matmul_precision]
-    tiles = tile_options(spec, prec) if neighbours else tile_options(spec, prec)[:1]
+    tiles = [default_tile(spec, prec)] + (neighbour_tiles(spec, prec) if neighbours else [])
     return [Candidate(f"fused {'x'.join(map(str, tile))}",
                       lambda tile=tile: FusedGrad(spec, loss, prec, tile=tile), fused=True) for tile in tiles]
 

@@ -23,32 +23,15 @@ import torch
 import zarr
 
 from .errors import FitnefError
+from .diffs import diff_keys
 from .fingerprint import record_digests
-from .locking import StoreLock
+from .locking import DEFAULT_TIMEOUT_S, store_lock
 from .modality import Metric, lookup
 from .stack import ParamLayout
+from .weight_space import NeuralDataset, WeightSpace
 
 ROW_ARRAYS = ("labels", "signal_idx", "seed")
 RESERVED = ("params", "steps", "done", *ROW_ARRAYS)  # and the store's metric
-LOCK_NAME = ".fitnef.lock"
-
-
-def _lock(path: Path) -> StoreLock:
-    """The store's write lock. It lives beside the store folder, not in it: creating a store
-    (zarr mode "w") empties the folder, and must not delete the lock it holds. It times out naming
-    its holder, and OS errors inside it (full disk, no permission) are one-line errors (nefs/locking.py)."""
-    path = Path(path).absolute()
-    return StoreLock(path.parent / f".{path.name}{LOCK_NAME}", what=str(path))
-
-
-def diff_keys(a, b, prefix="") -> list:
-    """Dotted keys whose values differ between two nested dicts."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += diff_keys(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} (store) != {b!r} (now)"]
 
 
 def _not_done(group, start: int, end: int) -> np.ndarray:
@@ -65,8 +48,9 @@ def _inside(array, rows: np.ndarray, lo: int, hi: int) -> bool:
 class NefStore:
     """A fitted neural dataset. Users get one from ``nefs.open_store(path)``."""
 
-    def __init__(self, path, group: zarr.Group):
+    def __init__(self, path, group: zarr.Group, lock_timeout: float = DEFAULT_TIMEOUT_S):
         self.path = Path(path)
+        self.lock_timeout = float(lock_timeout)   # seconds to wait for another process's write lock
         self.group = group
         attrs = group.attrs
         self.layout = ParamLayout.from_json(attrs["param_layout"])
@@ -81,12 +65,13 @@ class NefStore:
     def create_or_open(cls, path, *, identity: dict, num_rows: int, layout: ParamLayout, rows: dict,
                        chunk_rows: int, modality: dict, nef: dict, metric: Metric,
                        versions: Optional[dict] = None,
-                       upgrade: Optional[Callable[[dict], dict]] = None) -> "NefStore":
+                       upgrade: Optional[Callable[[dict], dict]] = None,
+                       lock_timeout: float = DEFAULT_TIMEOUT_S) -> "NefStore":
         """upgrade: brings the store's recorded identity to the caller's keys before they are compared (an
         identity written by an earlier version; tasks/identity.py ``upgrade_identity``)."""
         path = Path(path)
         identity = json.loads(json.dumps(identity))  # plain JSON types, as stored
-        with _lock(path):
+        with store_lock(path, lock_timeout):
             if (path / "zarr.json").exists():
                 group = zarr.open_group(str(path), mode="r+")
                 if group.attrs.get("complete"):
@@ -99,7 +84,7 @@ class NefStore:
                     if group["params"].shape != (num_rows, layout.size):
                         raise FitnefError(f"store {path} has {group['params'].shape} params, "
                                           f"this run needs {(num_rows, layout.size)}")
-                    return cls(path, group)
+                    return cls(path, group, lock_timeout)
                 # a creation that died half-way: nothing was fitted yet, start it again
             chunk = max(1, min(int(chunk_rows), num_rows))
             # mode "a" + overwrite: replace our arrays, never other files in the folder
@@ -126,14 +111,14 @@ class NefStore:
                 "metric": metric.to_json(), "versions": versions or {}, "format": "fitnef/1",
             })
             group.attrs["complete"] = True  # last: marks the creation as whole
-            return cls(path, group)
+            return cls(path, group, lock_timeout)
 
     def update_attrs(self, values: dict) -> None:
         """Set attributes that describe runs, not the NeFs (e.g. where the dataset lives, the sharding),
         under the write lock and re-reading the group first, so concurrent runs never drop each
         other's keys. Unchanged keys are not rewritten."""
         values = json.loads(json.dumps(values))
-        with _lock(self.path):
+        with store_lock(self.path, self.lock_timeout):
             group = zarr.open_group(str(self.path), mode="r+")
             changed = {k: v for k, v in values.items() if group.attrs.get(k) != v}
             if changed:
@@ -185,7 +170,8 @@ class NefStore:
         g = self.group
         arrays = ("params", self.metric_name, "steps", "done")
         mine = exclusive is not None and all(_inside(g[a], rows, *exclusive) for a in arrays)
-        with (contextlib.nullcontext() if mine else _lock(self.path)):  # one orthogonal write per array
+        lock = contextlib.nullcontext() if mine else store_lock(self.path, self.lock_timeout)
+        with lock:  # one orthogonal write per array
             record_digests(g, rows, self.signal_digests, self.chunk_rows)  # what data the rows came from
             g["params"].set_orthogonal_selection((rows, slice(None)), params.astype(np.float32))
             g[self.metric_name].set_orthogonal_selection(rows, metric.astype(np.float32))
@@ -237,7 +223,7 @@ class NefStore:
 
     def build_model(self) -> torch.nn.Module:
         """The NeF module (untrained weights; load a row with ``load_state_dict(unflatten(i))``)."""
-        from hydra.utils import instantiate
+        from hydra.utils import instantiate   # ~0.5 s: reading a store's arrays needs no Hydra
 
         return instantiate(self._nef_kwargs())
 
@@ -282,14 +268,10 @@ class NefStore:
         True/"param"/"layer" with train-split statistics, ``transform`` on the raw params (nefs.weight_space)."""
         if split is None and not normalize and transform is None and not split_kw:
             return NefDataset(self, only_done)
-        from .weight_space import NeuralDataset
-
         return NeuralDataset(self, split, normalize, transform, only_done, **split_kw)
 
     def weight_space(self, rows=None):
         """Rows (default: the done rows) as per-layer weights (N, out, in) and biases (N, out)."""
-        from .weight_space import WeightSpace
-
         rows = np.flatnonzero(self.done) if rows is None else rows
         return WeightSpace.from_flat(self.flat_params(rows).numpy(), self.layout)
 
@@ -309,7 +291,7 @@ class NefDataset(torch.utils.data.Dataset):
         return torch.from_numpy(self.params[i]), int(self.labels[i])
 
 
-def open_store(path) -> NefStore:
+def open_store(path, lock_timeout: float = DEFAULT_TIMEOUT_S) -> NefStore:
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise FitnefError(f"no fitnef store at {path} (expected a zarr group with zarr.json)")
@@ -318,4 +300,4 @@ def open_store(path) -> NefStore:
         raise FitnefError(f"{path} is a zarr group but not a fitnef store (no param_layout attribute)")
     if not group.attrs.get("complete"):
         raise FitnefError(f"store {path} is being created, or its creation was interrupted (rerun the fit)")
-    return NefStore(path, group)
+    return NefStore(path, group, lock_timeout)

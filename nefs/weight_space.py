@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import FitnefError
+from .splits import split_rows
 from .stack import ParamLayout
 
 
@@ -179,8 +180,6 @@ class NeuralDataset(torch.utils.data.Dataset):
 
     def __init__(self, store, split: Optional[str] = None, normalize=False, transform=None,
                  only_done: bool = True, fractions=(0.8, 0.1, 0.1), split_seed: int = 0):
-        from .splits import split_rows
-
         self.store = store
         rows = np.flatnonzero(store.done) if only_done else np.arange(len(store))
         self.mode = normalize_mode(normalize)

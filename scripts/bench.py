@@ -22,6 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from tasks.resolvers import register
+
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR_NAMES = {"siren": "SIREN", "mlp": "MLP", "rffnet": "RFFNet", "fouriernet": "FourierNet", "gabornet": "GaborNet"}
 
@@ -85,12 +91,6 @@ def run_fitnef(args, nef, parallel, work: Path, copies: int = 1) -> dict:
 
 def dataset_images(args):
     """The benchmark's images, uint8 (M, H, W, C), as fitnef loads them."""
-    import numpy as np
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    from tasks.resolvers import register
-
     register()  # ${fitnef.sweep_suffix:} in conf/base/task.yaml
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -101,8 +101,6 @@ def dataset_images(args):
 
 def dataset_npz(images, n: int, work: Path) -> Path:
     """The first n images (repeated when n > M) as the anchor driver wants them (uint8 (n, H, W[, C]))."""
-    import numpy as np
-
     images = np.resize(images, (n, *images.shape[1:]))
     path = work / "images.npz"
     np.savez(path, images=images[..., 0] if images.shape[-1] == 1 else images)
@@ -138,7 +136,7 @@ def best_of(fn, repeat):
 
 def plot(rows, path: Path) -> bool:
     try:
-        import matplotlib
+        import matplotlib   # an optional extra (bench): the plot is skipped without it
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

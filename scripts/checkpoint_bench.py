@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from tasks.fitting import fit
 from tasks.resolvers import register
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +39,6 @@ class _Saves(logging.Handler):
 
 
 def measure(overrides, steps: int, every: int, compile_: str, device: str) -> dict:
-    from tasks.fitting import fit
-
     store = Path(tempfile.mkdtemp(prefix="ckpt_bench_")) / "store"
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[

@@ -91,8 +91,14 @@ for size in "$PARALLEL" 1024; do
   timeout 150 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren mlp --parallel "$size" --steps 200 \
     --variants compiled fused auto 2>&1 | grep -v -i warn | tail -n +2 | sed "s/^/$size NeFs: /"
 done
-part "fused SIREN-8 step by tile (points,warps; all spill-free on sm_90)"
-for tile in 32,2 64,4 128,4; do
+part "fused SIREN-8 step by tile (points,warps,stages): the table's (nefs/fused/step.py default_tile), then its neighbours"
+tiles=$(python3 -c "
+from nefs import SIREN
+from nefs.fused.spec import describe
+from nefs.fused.step import default_tile, neighbour_tiles
+spec, _ = describe(SIREN(2, 1, 8))
+print(' '.join(','.join(map(str, t)) for t in [default_tile(spec), *neighbour_tiles(spec)]))")
+for tile in $tiles; do
   timeout 30 python3 -m scripts.step_bench --device "$DEVICE" --nefs siren --parallel "$PARALLEL" --steps 200 \
     --variants fused --tile $tile 2>&1 | grep -v -i warn | tail -n 2 | sed "s/^/tile $tile: /"
 done

@@ -16,8 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from nefs.errors import FitnefError, reported_as_one_line
+from tasks.image import formats
+from tasks.image.inspect import load_images
+from tasks.image.modality import psnr
 
 FORMATS = ("fit-a-nef", "state-dicts")
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,8 +38,6 @@ def _numbers(text, kind=float, flag="--mean"):
 
 def dataset_record(name: str, path=None) -> dict:
     """conf/dataset/<name>.yaml as a store's ``dataset`` attribute (what tasks.inspect reloads)."""
-    from omegaconf import OmegaConf
-
     conf = ROOT / "conf" / "dataset" / f"{name}.yaml"
     if not conf.exists():
         known = ", ".join(sorted(p.stem for p in conf.parent.glob("*.yaml")))
@@ -48,9 +50,6 @@ def dataset_record(name: str, path=None) -> dict:
 
 def store_psnr(store, batch_size: int = 1024) -> np.ndarray:
     """Reconstruct every done row against the recorded dataset and write its PSNR into the store."""
-    from tasks.image.modality import psnr
-    from tasks.image.inspect import load_images
-
     images = load_images(store)
     rows = np.flatnonzero(store.done)
     sig = store.signal_idx
@@ -87,8 +86,6 @@ def main(argv=None) -> None:
     ap.add_argument("--data-path", help="where that dataset lives (dataset.path)")
     args = ap.parse_args(argv)
     with reported_as_one_line():
-        from tasks.image import formats
-
         kw = dict(dataset=args.dataset, shape=_numbers(args.shape, int, "--shape"), mean=_numbers(args.mean),
                   std=_numbers(args.std, flag="--std"))
         if args.format == "fit-a-nef":

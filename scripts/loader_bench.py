@@ -18,7 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nefs import SIREN
 from nefs.modality import Metric
+from nefs.stack import ParamLayout
+from nefs.store import NefStore, open_store
+from nefs.weight_space import ChunkedRows
 
 
 class PerRow(torch.utils.data.Dataset):
@@ -33,10 +37,6 @@ class PerRow(torch.utils.data.Dataset):
 
 
 def make(path, rows, chunk):
-    from nefs import SIREN
-    from nefs.stack import ParamLayout
-    from nefs.store import NefStore
-
     layout = ParamLayout.of(SIREN())
     store = NefStore.create_or_open(
         path, identity={"bench": 1}, num_rows=rows, layout=layout,
@@ -66,9 +66,6 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--limit-s", type=float, default=20.0, help="stop a way after this long (per_row is slow)")
     args = ap.parse_args()
-    from nefs.store import open_store
-    from nefs.weight_space import ChunkedRows
-
     with tempfile.TemporaryDirectory() as tmp:
         make(Path(tmp) / "s", args.rows, args.chunk)
         store = open_store(Path(tmp) / "s")

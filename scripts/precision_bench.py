@@ -9,8 +9,8 @@ and accumulates their products in fp32; the first layer, the output layer, the l
 the activations stay fp32. This script fits the bundled digits with the torch step on the CPU (through
 ``tasks.fitting.fit``: the project's defaults, same NeFs, same store layout) once per precision, with those
 same matmuls computed as the kernel computes them: inputs rounded to nearest even, exact products (11 x 11 or
-8 x 8 significant bits fit fp32's 24) summed in fp32 (``RoundedMatmul``). PSNRs are measured in fp32, as the
-fit measures them with either step. tests/interp_fused.py checks this emulation against the kernel itself
+8 x 8 significant bits fit fp32's 24) summed in fp32 (``RoundedMatmul``,
+nefs/fused/emulate.py). PSNRs are measured in fp32, as the fit measures them with either step. tests/interp_fused.py checks this emulation against the kernel itself
 (bf16, Triton's interpreter): equal gradients to float32 rounding.
 
 Reports per NeF kind and precision the mean PSNR over the NeFs and the paired difference to fp32 (same NeFs,
@@ -24,16 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
+
+from nefs import open_store, step_choice
+from nefs.fused.emulate import hidden_matmuls_rounded
+from tasks.fitting import fit
+from tasks.resolvers import register
 
 ROOT = Path(__file__).resolve().parents[1]
-# torch's matmul precision vocabulary -> (mantissa bits the kernel keeps, rounding): fp32 keeps all 23. "high-rz":
-# tf32 by dropping the low 13 bits (round toward zero), which is what tensor cores do with fp32 operands fed to a
-# tf32 mma unrounded (Triton's tf32 tl.dot, triton-lang/triton#4574; cuBLAS rounds first), so likely the kernel's
-# arithmetic on the GPU; bf16 casts round to nearest even on the GPU (cvt.rn.bf16.f32).
-# "high-all": tf32 (rounded) in every layer's matmuls, first and output layers too: the torch step on CUDA at
-# high or medium (cuBLAS TF32), not the fused kernel.
-BITS = {"highest": (23, "rne"), "high": (10, "rne"), "high-rz": (10, "rz"), "medium": (7, "rne"),
-        "high-all": (10, "rne")}
 NAMES = {"highest": "fp32", "high": "tf32", "high-rz": "tf32rz", "medium": "bf16", "high-all": "tf32all"}
 # name -> (label, overrides); the default set: the fused step's test NeFs (docs/performance.md)
 NEFS = {"siren": ("SIREN-8", ["nef=siren"]), "siren32": ("SIREN-32", ["nef=siren", "nef.hidden_dim=32"]),
@@ -41,92 +39,10 @@ NEFS = {"siren": ("SIREN-8", ["nef=siren"]), "siren32": ("SIREN-32", ["nef=siren
 DEFAULT_NEFS = ("siren", "siren32", "mlp")
 
 
-def round_mantissa(x: torch.Tensor, bits: int, mode: str = "rne") -> torch.Tensor:
-    """float32 ``x`` rounded to ``bits`` explicit mantissa bits: "rne" to nearest, ties to even (what cvt.rn
-    does; bf16: the same as ``x.to(torch.bfloat16)``), "rz" toward zero (the low bits dropped). Finite values
-    only (a NeF's activations and weights)."""
-    if bits >= 23:
-        return x
-    drop = 23 - bits
-    i = x.contiguous().view(torch.int32)
-    if mode == "rne":
-        i = i + ((1 << (drop - 1)) - 1) + ((i >> drop) & 1)      # carries into the exponent where it must
-    return (i & ~((1 << drop) - 1)).view(torch.float32)
-
-
-class RoundedMatmul(torch.autograd.Function):
-    """w @ h with both inputs rounded to ``bits`` mantissa bits (``mode``), products summed in fp32; its backward
-    rounds the inputs of its two matmuls the same way (dw = round(g) @ round(h)^T, dh = round(w)^T @ round(g)).
-    Feature-major, as the NeFs compute (nefs/base.py fm_linear): w (out, in), h (in, P) -> (out, P)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(w, h, bits, mode):
-        return round_mantissa(w, bits, mode) @ round_mantissa(h, bits, mode)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        w, h, bits, mode = inputs
-        ctx.save_for_backward(round_mantissa(w, bits, mode), round_mantissa(h, bits, mode))
-        ctx.bits, ctx.mode = bits, mode
-
-    @staticmethod
-    def backward(ctx, g):
-        w, h = ctx.saved_tensors
-        g = round_mantissa(g, ctx.bits, ctx.mode)
-        return g @ h.transpose(-1, -2), w.transpose(-1, -2) @ g, None, None
-
-
-def _rounded_fm_linear(layer, h):
-    rounding = getattr(layer, "_rounding", None)
-    if rounding is None or not _ACTIVE[0]:
-        return torch.addmm(layer.bias[:, None], layer.weight, h)
-    return RoundedMatmul.apply(layer.weight, h, *rounding) + layer.bias[:, None]
-
-
-_ACTIVE = [False]
-
-
-@contextlib.contextmanager
-def hidden_matmuls_rounded(template, precision: str):
-    """While inside, ``template``'s hidden x hidden layers (exactly those the fused kernel rounds: nefs.fused.spec
-    ``describe(template).hidden``) compute with rounded inputs, in the forward and the backward pass. The
-    library is unchanged outside: this swaps the ``fm_linear`` the NeF modules call for the time being."""
-    import nefs.mlp
-    import nefs.rffnet
-    import nefs.siren
-    from nefs.fused.spec import describe
-
-    spec, reason = describe(template)
-    if spec is None:
-        raise ValueError(reason)
-    layers = [template.get_submodule(name.rsplit(".", 1)[0]) for name in spec.hidden]
-    if precision == "high-all":   # every linear layer (RFFNet's projection stays fp32)
-        layers = [m for m in template.modules() if isinstance(m, torch.nn.Linear)]
-    modules = (nefs.siren, nefs.mlp, nefs.rffnet)
-    saved = [m.fm_linear for m in modules]
-    for layer in layers:
-        layer._rounding = BITS[precision]
-    for m in modules:
-        m.fm_linear = _rounded_fm_linear
-    _ACTIVE[0] = True
-    try:
-        yield
-    finally:
-        _ACTIVE[0] = False
-        for m, f in zip(modules, saved):
-            m.fm_linear = f
-        for layer in layers:
-            del layer._rounding
-
-
 @contextlib.contextmanager
 def train_step_rounded(precision: str):
     """Every ChunkFitter's torch train step (the gradient, not the metric's forward pass) with its hidden
     matmuls rounded as the fused kernel rounds them at ``precision``."""
-    from nefs import step_choice
-
     if precision == "highest":
         yield
         return
@@ -150,11 +66,6 @@ def train_step_rounded(precision: str):
 
 def fit_psnrs(nef_overrides, precision: str, n: int, steps: int, lr: float, extra=()) -> np.ndarray:
     """Per-NeF PSNRs of one CPU fit of the first ``n`` digits with the torch step at ``precision``."""
-    from hydra import compose, initialize_config_dir
-
-    from nefs import open_store
-    from tasks.fitting import fit
-
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
             *nef_overrides, "dataset=digits", "device=cpu", f"task.train.end_idx={n}", f"task.train.num_steps={steps}",
@@ -176,8 +87,6 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args(argv)
-
-    from tasks.resolvers import register
 
     register()
     if args.threads:

@@ -21,12 +21,14 @@ import argparse
 import os
 import sys
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from nefs.errors import FitnefError
-from tasks.shape.meshes import MeshWarning, load_mesh, mesh_files, occupancy_samples, path_seed
+from tasks.shape.meshes import MeshWarning, load_mesh, mesh_files, occupancy_samples, path_seed, require
 
 TOP_LEVEL = "uncategorised"
 
@@ -84,8 +86,6 @@ def main(argv=None) -> int:
         rel = mesh_files(a.mesh_dir)
         if not rel:
             raise FitnefError(f"no mesh files (obj off ply stl glb gltf) under {a.mesh_dir}")
-        from tasks.shape.meshes import require
-
         require("trimesh"), require("igl", "libigl")
     except FitnefError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -94,13 +94,9 @@ def main(argv=None) -> int:
     taken: set = set()
     jobs = [(a.mesh_dir / r, r, a.out_dir / target(r, taken), a.num_uniform, a.num_near, a.near_sigma) for r in rel]
     todo = [j for j in jobs if a.overwrite or not j[2].exists()]
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(todo), unit="mesh", disable=a.no_progress, dynamic_ncols=True)
     skipped = leaky = 0
     if a.workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
         pool = ProcessPoolExecutor(a.workers)
         results = pool.map(_job, todo, chunksize=4)
     else:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nefs import open_store
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -81,8 +83,6 @@ def main(argv=None) -> int:
             for k, d in enumerate(dirs)]
     sh_wall = _run_all(cmds, _threads_env(args.cores // args.shards))
     shards = [_summary(d) for d in dirs]
-
-    from nefs import open_store
 
     a, b = open_store(work / "one_store"), open_store(work / "sharded_store")
     equal = bool(a.done[:args.n].all() and b.done[:args.n].all()

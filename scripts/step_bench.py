@@ -25,6 +25,20 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
+
+import torch
+from hydra import compose, initialize_config_dir
+from torch.profiler import ProfilerActivity, profile
+
+import nefs.step_choice
+from nefs.errors import FitnefError
+from nefs.fused.launch import parse_tile
+from nefs.fused.roofline import step_cost
+from nefs.fused.spec import describe
+from tasks.fitting import fit
+from tasks.plan import build_nef, load_modality
+from tasks.resolvers import register
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("compiled", "graph", "eager", "fused", "auto")
@@ -56,21 +70,18 @@ def main(argv=None):
     p.add_argument("--precision", default="highest", choices=("highest", "high", "medium"),
                    help="task.train.matmul_precision: fp32, tf32 or bf16 matmul inputs (accumulation is fp32)")
     p.add_argument("--tile", default="", metavar="POINTS,WARPS[,STAGES]",
-                   help="tile of the fused variant (default: nefs/fused/step.py TILES by width)")
+                   help="tile of the fused variant (default: the kernel's table, nefs/fused/step.py default_tile)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="more config overrides for every run, e.g. nef.hidden_dim=128")
     p.add_argument("--peak-tflops", type=float, default=None, help="FP32 peak of the chip (default: H200, 67)")
     p.add_argument("--peak-tbs", type=float, default=None, help="HBM bandwidth of the chip, TB/s (default: H200, 4.8)")
     args = p.parse_args(argv)
 
-    import torch
-    from hydra import compose, initialize_config_dir
-
-    from nefs.errors import FitnefError
-    from tasks.fitting import fit
-    from tasks.resolvers import register
-
     register()  # ${fitnef.sweep_suffix:} in conf/base/task.yaml
+    try:
+        tile = parse_tile(args.tile)
+    except ValueError as e:
+        raise SystemExit(f"--tile: {e}")
 
     peaks = {k: v for k, v in (("peak_tflops", args.peak_tflops), ("peak_tbs", args.peak_tbs)) if v is not None}
     copies = -(-args.parallel // 1797)
@@ -78,7 +89,6 @@ def main(argv=None):
     print(f"{'nef':8s} {'variant':16s} {'ms/step':>8s} {'NeF-steps/s':>12s} {'compile s':>9s} {'psnr':>6s}")
     for nef in args.nefs:
         for variant in args.variants:
-            os.environ["FITNEF_FUSED_TILE"] = args.tile if variant == "fused" else ""
             torch._dynamo.reset()
             with tempfile.TemporaryDirectory() as tmp, \
                     _own_cache(tmp), \
@@ -95,10 +105,11 @@ def main(argv=None):
                 cost = step_cost_of(cfg, args.parallel)
                 t = time.perf_counter()
                 try:
-                    if args.profile:
-                        s, table = profiled(fit, cfg, args.profile)
-                    else:
-                        s, table = fit(cfg), None
+                    with fused_tile(tile if variant == "fused" else None):
+                        if args.profile:
+                            s, table = profiled(fit, cfg, args.profile)
+                        else:
+                            s, table = fit(cfg), None
                 except FitnefError as e:   # e.g. the fused variant on a CPU: say so, go on
                     print(f"{nef:8s} {variant:16s} error: {e}", flush=True)
                     continue
@@ -113,12 +124,24 @@ def main(argv=None):
                 print(table, flush=True)
 
 
+@contextlib.contextmanager
+def fused_tile(tile):
+    """The fused steps that the engine builds inside ``fit`` run at ``tile`` (None: the table's). A run
+    config has no tile key, so the bench hands it to ``FusedGrad``'s ``tile`` argument here."""
+    if tile is None:
+        yield
+        return
+    build = nefs.step_choice.FusedGrad
+
+    def at_tile(spec, loss, precision="ieee", tile_asked=None, **_):
+        return build(spec, loss, precision, tile=tile)
+
+    with mock.patch.object(nefs.step_choice, "FusedGrad", at_tile):   # where the engine's step builds it
+        yield
+
+
 def step_cost_of(cfg, parallel: int):
     """FLOPs and least bytes of one step of this config's NeF (None for NeFs without a fused step)."""
-    from nefs.fused.roofline import step_cost
-    from nefs.fused.spec import describe
-    from tasks.plan import build_nef, load_modality
-
     modality, _ = load_modality(cfg)
     spec, _ = describe(build_nef(cfg.nef, modality.in_features, modality.out_features))
     if spec is None:
@@ -130,9 +153,6 @@ def step_cost_of(cfg, parallel: int):
 
 def profiled(fn, cfg, top: int):
     """fn(cfg) under torch.profiler; the kernels that took the most device (or CPU) time, as a table."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=activities) as prof:
         out = fn(cfg)

@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 from typing import Any, List
 
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -108,8 +109,6 @@ def _value(v) -> str:
 def _changed_choices(config: DictConfig) -> list:
     """``group=choice`` for config groups the study chose differently from tasks.fit's defaults
     (e.g. nef=mlp set by hparams_search=mlp), so the command fits what the trials fitted."""
-    import yaml
-
     fit_defaults = {}
     for item in yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "config.yaml").read_text())["defaults"]:
         if isinstance(item, dict):

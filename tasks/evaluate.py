@@ -21,17 +21,15 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nefs.errors import FitnefError, reported_as_one_line
+from nefs.errors import FitnefError
 
-from .resolvers import register as register_resolvers
+from .entry import command
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 
 def _classifier(cfg_classifier, layout, num_classes):
@@ -235,13 +233,12 @@ def run(cfg: DictConfig, out: Path) -> list:
     return reports
 
 
-@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@command("evaluate")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     out = Path(HydraConfig.get().runtime.output_dir)
-    with reported_as_one_line():
-        reports = run(cfg, out)
+    reports = run(cfg, out)
     r = reports[0]
     print(f"{r['classifier']} on {r['store']}: test accuracy {r['accuracy']:.4f} (val {r['val_accuracy']:.4f}, "
           f"best epoch {r['best_epoch'] + 1}/{r['epochs']}; {r['rows']['train']}/{r['rows']['val']}/"
@@ -249,7 +246,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from tasks.typos import refuse_typos
-
-    refuse_typos("evaluate")  # did-you-mean before Hydra composes
     main()

@@ -5,21 +5,22 @@ Fit from it with ``python -m tasks.fit task.train.init=meta`` (same nef and data
 import json
 import logging
 
-import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
-from nefs.errors import FitnefError, reported_as_one_line
+from nefs.engine import ChunkFitter
+from nefs.errors import FitnefError
 from nefs.keyed import key
 from nefs.meta import MetaConfig, MetaLearner, save_init
 from nefs.stack import init_stacked
 
-from .resolvers import register as register_resolvers
+from .entry import command
+from .plan import build_nef, load_modality, resolve_device
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 
 def split(m: int, fraction: float):
@@ -30,10 +31,6 @@ def split(m: int, fraction: float):
 
 
 def run(cfg: DictConfig) -> dict:
-    from tqdm.auto import tqdm
-
-    from .plan import build_nef, load_modality, resolve_device
-
     device = resolve_device(cfg.device)
     modality, _ = load_modality(cfg)
     train_idx, held_idx = split(len(modality), float(cfg.meta.train_fraction))
@@ -75,8 +72,6 @@ def run(cfg: DictConfig) -> dict:
 
 def compare(cfg, modality, template, inits: dict, held_idx, device) -> dict:
     """Mean held-out PSNR after k Adam steps from each init."""
-    from nefs.engine import ChunkFitter
-
     rows = held_idx[: int(cfg.meta.eval_signals)]
     out = {"held_out_signals": len(rows)}
     for steps in cfg.meta.eval_steps:
@@ -89,18 +84,11 @@ def compare(cfg, modality, template, inits: dict, held_idx, device) -> dict:
     return out
 
 
-@hydra.main(config_path="../conf", config_name="find_init", version_base="1.3")
+@command("find_init")
 def main(cfg: DictConfig) -> None:
-    with reported_as_one_line():
-        from tasks.threads import use_allowed_cpus
-
-        use_allowed_cpus()  # tasks/threads.py
-        report = run(cfg)
+    report = run(cfg)
     print(json.dumps(report))
 
 
 if __name__ == "__main__":
-    from tasks.typos import refuse_typos
-
-    refuse_typos("find_init")  # did-you-mean before Hydra composes
     main()

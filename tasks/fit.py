@@ -1,25 +1,22 @@
 """Fit a neural dataset: ``python -m tasks.fit nef=siren dataset=mnist``."""
+import dataclasses
+import json
 import logging
+import os
+from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from nefs.errors import reported_as_one_line
-
-from .resolvers import register as register_resolvers
+from .entry import command
+from .fitting import fit
+from .progress import run_dir
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@command("config")
 def main(cfg: DictConfig) -> float:
-    from .fitting import fit
-    from .threads import use_allowed_cpus
-
-    with reported_as_one_line():
-        use_allowed_cpus()  # the CPUs this process may use, shared with fits started beside it
-        summary = fit(cfg)
+    summary = fit(cfg)
     _write_summary(summary)
     print(summary.line())
     if summary.metric == "psnr" and summary.fitted and summary.metric_mean < UNDERFIT_PSNR:
@@ -35,10 +32,6 @@ UNDERFIT_PSNR = 22.0
 
 def _write_summary(summary) -> None:
     """summary.json in the Hydra run dir: what scripts.bench and sweeps read back."""
-    import dataclasses
-    import json
-    from .progress import run_dir
-
     out = run_dir()
     if out is None:  # not under Hydra (called from Python)
         return
@@ -50,9 +43,6 @@ def _write_summary(summary) -> None:
 
 def _process_age_s():
     """Seconds since this process started (Linux /proc), or None elsewhere."""
-    import os
-    from pathlib import Path
-
     try:
         fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         uptime = float(Path("/proc/uptime").read_text().split()[0])
@@ -62,7 +52,4 @@ def _process_age_s():
 
 
 if __name__ == "__main__":
-    from tasks.typos import refuse_typos
-
-    refuse_typos("config")  # did-you-mean before Hydra composes
     main()

@@ -11,13 +11,16 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-import hydra
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nefs.errors import FitnefError, reported_as_one_line
+from nefs.errors import FitnefError
+from nefs.store import open_store
 
-from .resolvers import register as register_resolvers
+from .entry import command
+from .plan import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,6 @@ log = logging.getLogger(__name__)
 # -- shared by the modalities' inspections ------------------------------------------------------------
 def store_dataset(store, data_path: Optional[str] = None):
     """(the store's dataset reader, its config), rebuilt from the store's own record."""
-    from hydra.utils import instantiate
-
     ds = dict(store.attrs.get("dataset") or store.config.get("dataset") or {})
     if not ds.get("_target_"):
         raise FitnefError(f"store {store.path} does not record its dataset; it was not written by tasks.fit")
@@ -68,8 +69,6 @@ def done_rows(store, max_rows: Optional[int] = None) -> np.ndarray:
 
 def _explicit_data_path(cfg) -> Optional[str]:
     """dataset.path when given on the command line (else the store's record is used)."""
-    from hydra.core.hydra_config import HydraConfig
-
     try:
         given = HydraConfig.get().overrides.task
     except ValueError:
@@ -81,32 +80,15 @@ def _explicit_data_path(cfg) -> Optional[str]:
 
 def run(cfg: DictConfig, out: Path) -> dict:
     """The store's modality inspects it; the report's ``lines`` summarise it."""
-    from nefs.store import open_store
-
-    from .plan import resolve_device
-
     store = open_store(cfg.task.nef_dir)
     return store._modality().inspect(cfg, store, out, _explicit_data_path(cfg), resolve_device(cfg.get("device", "cpu")))
 
 
-register_resolvers()
-
-
-@hydra.main(config_path="../conf", config_name="inspect", version_base="1.3")
+@command("inspect")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    out = Path(HydraConfig.get().runtime.output_dir)
-    with reported_as_one_line():
-        from tasks.threads import use_allowed_cpus
-
-        use_allowed_cpus()  # tasks/threads.py
-        report = run(cfg, out)
+    report = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     print("\n".join(report.get("lines", [])))
 
 
 if __name__ == "__main__":
-    from tasks.typos import refuse_typos
-
-    refuse_typos("inspect")  # did-you-mean before Hydra composes
     main()

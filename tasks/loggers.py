@@ -5,6 +5,7 @@ params, problem)`` after each optimizer step, and the fitting loop calls ``rows`
 finished NeFs and ``finish`` at the end. wandb is imported only when ``logger=wandb`` is chosen; it
 honours ``WANDB_MODE`` (``offline`` works with no account and no network).
 """
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Optional
@@ -37,7 +38,7 @@ class WandbLogger:
 
     def __init__(self, cfg: DictConfig, modality, template: torch.nn.Module):
         try:
-            import wandb
+            import wandb   # an optional extra: imported by the logger that uses it
         except ImportError:
             raise FitnefError("logger=wandb needs the wandb package: pip install 'fitnef[wandb]'") from None
         self.wandb = wandb
@@ -92,8 +93,6 @@ class WandbLogger:
 
     def finish(self, summary=None) -> None:
         if summary is not None:
-            import dataclasses
-
             self.run.summary.update({f"fit/{k}": v for k, v in dataclasses.asdict(summary).items()
                                      if isinstance(v, (int, float, str))})
         self.run.finish()

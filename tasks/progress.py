@@ -10,14 +10,15 @@ from typing import Optional
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
 
 class Progress:
     def __init__(self, total_nefs: int, num_steps: int, metric, log_cfg):
-        from tqdm.auto import tqdm
-
         self.num_steps, self.metric = num_steps, metric
         self.every = max(int(log_cfg.get("loss", 10) or 0), 0)
         self.bar = tqdm(total=total_nefs, unit="NeF", disable=not bool(log_cfg.progress), dynamic_ncols=True)
@@ -68,8 +69,6 @@ class Progress:
 
 def run_dir() -> Optional[Path]:
     """The Hydra run dir of this process, or None when not run under Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
     try:
         return Path(HydraConfig.get().runtime.output_dir)
     except ValueError:  # not under Hydra (called from Python)
@@ -78,8 +77,6 @@ def run_dir() -> Optional[Path]:
 
 def line_plot(x: np.ndarray, y: np.ndarray, path: Path, title: str, size=(640, 400)) -> None:
     """A plain line plot (log-scaled y when the values span more than a decade) with pillow alone."""
-    from PIL import Image, ImageDraw
-
     w, h = size
     left, right, top, bottom = 70, 20, 30, 40
     img = Image.new("RGB", size, "white")

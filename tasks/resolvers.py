@@ -10,7 +10,11 @@ value: ``task.nef_dir=<that path>`` can be typed as is.
 """
 import re
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+
+from .identity import is_run_only
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-%@]")
 # keys of tasks.inspect / status / tune / find_init that do not change what a fit computes
@@ -23,14 +27,9 @@ def _clean(text: str) -> str:
 
 
 def sweep_suffix() -> str:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     if not HydraConfig.initialized():
         return ""
     hc = HydraConfig.get()
-    from .identity import is_run_only
-
     items = []
     for ov in OverridesParser.create().parse_overrides(list(hc.overrides.task)):
         key = ov.get_key_element()

@@ -8,16 +8,14 @@ default MLP store. Also writes nothing to outputs/ (no Hydra run dir).
 """
 import json
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from nefs.errors import FitnefError, reported_as_one_line
+from nefs.errors import FitnefError
+from nefs.store import open_store
 
-from .resolvers import register as register_resolvers
+from .entry import command
 from .runs import shard_bounds
-
-register_resolvers()
 
 
 def _stat(values: np.ndarray) -> str:
@@ -25,8 +23,6 @@ def _stat(values: np.ndarray) -> str:
 
 
 def status(path, num_shards=None) -> dict:
-    from nefs.store import open_store
-
     store = open_store(path)
     done = store.done
     metric = store.metric
@@ -70,19 +66,15 @@ def report(st: dict) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(config_path="../conf", config_name="status", version_base="1.3")
+@command("status", share_cpus=False)   # reads a store, computes nothing: no thread pools to size
 def main(cfg: DictConfig) -> None:
-    with reported_as_one_line():
-        num_shards = cfg.task.get("num_shards")
-        explicit = num_shards if num_shards not in (None, 1) else None
-        st = status(cfg.task.nef_dir, explicit)
+    num_shards = cfg.task.get("num_shards")
+    explicit = num_shards if num_shards not in (None, 1) else None
+    st = status(cfg.task.nef_dir, explicit)
     print(report(st))
     if cfg.get("json"):
         print(json.dumps({k: v for k, v in st.items() if not k.startswith("_")}))
 
 
 if __name__ == "__main__":
-    from tasks.typos import refuse_typos
-
-    refuse_typos("status")  # did-you-mean before Hydra composes
     main()

@@ -22,27 +22,25 @@ import sys
 import tempfile
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from nefs.errors import FitnefError, reported_as_one_line
+from nefs.errors import FitnefError
+from nefs.store import open_store
 
-from .resolvers import register as register_resolvers
+from .entry import command
+from .evaluate import evaluate_store
+from .fitting import fit
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 OBJECTIVES = ("metric", "nefs_per_s", "downstream")
 
 
 def trial(cfg: DictConfig) -> tuple:
     """(objective value, FitSummary) of one trial: fit the subset into a temporary store, then drop it."""
-    from nefs.store import open_store
-
-    from .fitting import fit
-
     tune = cfg.tune
     objective = str(tune.objective)
     if objective not in OBJECTIVES:
@@ -69,8 +67,6 @@ def trial(cfg: DictConfig) -> tuple:
         if objective == "metric":
             value = float(np.mean(metric))
         elif objective == "downstream":
-            from .evaluate import evaluate_store
-
             value = evaluate_store(tmp / "store", cfg, progress=False)["val_accuracy"]
         else:
             reached = store.metric_info.reached(torch.as_tensor(metric), float(cfg.task.train.target))
@@ -82,15 +78,9 @@ def trial(cfg: DictConfig) -> tuple:
     return value, summary
 
 
-@hydra.main(config_path="../conf", config_name="tune", version_base="1.3")
+@command("tune")
 def main(cfg: DictConfig) -> float:
-    from hydra.core.hydra_config import HydraConfig
-
-    with reported_as_one_line():
-        from tasks.threads import use_allowed_cpus
-
-        use_allowed_cpus()  # tasks/threads.py
-        value, summary = trial(cfg)
+    value, summary = trial(cfg)
     data = dataclasses.asdict(summary)
     data.update({"objective": value, "objective_name": str(cfg.tune.objective), "store": "(temporary, deleted)"})
     try:
@@ -107,7 +97,4 @@ if __name__ == "__main__":
     if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
         print("error: tasks.tune needs Hydra's Optuna sweeper: pip install 'fitnef[tune]'", file=sys.stderr)
         sys.exit(2)
-    from tasks.typos import refuse_typos
-
-    refuse_typos("tune")  # did-you-mean before Hydra composes
     main()

@@ -12,6 +12,15 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep
+from omegaconf import DictConfig, ListConfig
+
+from .resolvers import register
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # keys whose every read key is in the config: a `+key` there is a typo or a key nothing reads
 CLOSED_PREFIXES = ("task.", "nef.", "dataset.")
@@ -29,8 +38,6 @@ def group_options(group: str, conf: Path = CONF) -> List[str]:
     """Choices of a config group: its YAML files, plus structured configs stored for it (not *_schema)."""
     names = {p.stem for p in (conf / group).glob("*.yaml")}
     try:
-        from hydra.core.config_store import ConfigStore
-
         names |= {n[:-5] if n.endswith(".yaml") else n for n in ConfigStore.instance().list(group)}
     except (OSError, KeyError, ValueError, IOError):
         pass
@@ -48,8 +55,6 @@ def closest(word: str, candidates: Sequence[str], cutoff: float = 0.6) -> Option
 
 def _overrides(argv: Sequence[str]):
     """(parsed overrides, text) of the Hydra overrides in argv; None if the command is not a plain run."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser = OverridesParser.create()
     out, skip = [], False
     for arg in argv:
@@ -70,8 +75,6 @@ def _overrides(argv: Sequence[str]):
 
 def _choices(ov) -> Optional[List[str]]:
     """The option names an override of a group asks for; None for sweeps we cannot list (glob, range)."""
-    from hydra.core.override_parser.types import ChoiceSweep
-
     value = ov.value()
     if isinstance(value, ChoiceSweep):
         return [str(v) for v in value.list]
@@ -86,8 +89,6 @@ def _first_choice(ov, text: str) -> Optional[str]:
 
 
 def _all_keys(node, prefix: str = "") -> List[str]:
-    from omegaconf import DictConfig
-
     out = []
     if isinstance(node, DictConfig):
         for k in node.keys():
@@ -103,8 +104,6 @@ def _all_keys(node, prefix: str = "") -> List[str]:
 
 
 def _has_key(cfg, dotted: str) -> bool:
-    from omegaconf import DictConfig, ListConfig
-
     node = cfg
     for part in dotted.split("."):
         if isinstance(node, DictConfig):
@@ -118,11 +117,13 @@ def _has_key(cfg, dotted: str) -> bool:
     return True
 
 
-def check(argv: Sequence[str], config_name: str, conf: Path = CONF) -> None:
-    """Raise ``Typo`` (one line) for the first unknown option or key in argv."""
+def check(argv: Sequence[str], config_name: str, conf: Path = CONF) -> List[str]:
+    """Raise ``Typo`` (one line) for the first unknown option or key in argv; else return the overrides
+    checked and found known (those it leaves to Hydra are not among them)."""
     parsed = _overrides(argv)
     if not parsed:
-        return
+        return []
+    checked = []
     known_groups = groups(conf)
     group_overrides, key_overrides = [], []
     for ov, text in parsed:
@@ -138,23 +139,27 @@ def check(argv: Sequence[str], config_name: str, conf: Path = CONF) -> None:
                     raise Typo(f"{key}={name}: no such option; did you mean {key}={guess}? "
                                f"(choices: {', '.join(options)})")
             group_overrides.append(_first_choice(ov, text))
+            if names:
+                checked.append(text)
         else:
             key_overrides.append((ov, text, key))
     if not key_overrides:
-        return
+        return checked
     cfg = _compose(config_name, [g for g in group_overrides if g], conf)
     if cfg is None:
-        return
+        return checked
     keys = [k for k in _all_keys(cfg) if not k.startswith("hydra")]
     for ov, text, key in key_overrides:
         added = ov.is_add() or ov.is_force_add()
         if _has_key(cfg, key):
             if ov.is_add():  # Hydra's answer is several lines
                 raise Typo(f"{text}: {key} is already a key; set it without the +: {text.lstrip('+')}")
+            checked.append(text)
             continue
         if added and not key.startswith(CLOSED_PREFIXES):
             continue  # a new key elsewhere (e.g. an optimizer argument): Hydra adds it
         raise Typo(_unknown_key(text, key, added, cfg, keys, known_groups, conf))
+    return checked
 
 
 def _unknown_key(text: str, key: str, added: bool, cfg, keys: List[str], known_groups, conf) -> str:
@@ -187,11 +192,6 @@ def _unknown_key(text: str, key: str, added: bool, cfg, keys: List[str], known_g
 
 
 def _compose(config_name: str, overrides: List[str], conf: Path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from .resolvers import register
-
     register()  # ${fitnef.sweep_suffix:} in conf/base/task.yaml
 
     if GlobalHydra.instance().is_initialized():

@@ -1,7 +1,10 @@
 """Shared fixtures: compose the real Hydra config the way `python -m tasks.fit` does."""
+import importlib
+import logging
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -34,3 +37,27 @@ def compose(tmp_path):
                 f"task.nef_dir={nef_dir or tmp_path / 'store'}", "task.log.progress=false", *overrides])
 
     return _compose
+
+
+@pytest.fixture
+def command(monkeypatch, capsys):
+    """command("tasks.fit", *args) -> (returncode, stdout, stderr) of the command's ``main()`` run in this process
+    as ``python -m tasks.fit *args`` runs it (typo check, Hydra, one-line errors), without a new interpreter:
+    for tests of what a command says, where starting a process adds nothing but seconds."""
+    def run(module, *args):
+        main = importlib.import_module(module).main
+        monkeypatch.setattr(sys, "argv", [module, *args])
+        handlers, level = list(logging.root.handlers), logging.root.level
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:   # Hydra configured logging onto this test's captured streams: undo it
+            logging.root.handlers[:] = handlers
+            logging.root.setLevel(level)
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run

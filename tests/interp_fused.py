@@ -15,6 +15,7 @@ from torch.func import functional_call, grad_and_value
 
 from nefs import MLP, FourierNet, GaborNet, RFFNet, SIREN
 from nefs.engine import ChunkFitter
+from nefs.fused.emulate import hidden_matmuls_rounded
 from nefs.step_choice import Kernel, StepSettings, candidates
 from nefs.fused.spec import describe
 from nefs.fused.step import FusedGrad
@@ -92,6 +93,24 @@ def test_fused_gradients_equal_torch(case):
         assert g_fused[name].shape == g_ref[name].shape, name
         scale = g_ref[name].abs().max().item() + 1e-6
         assert (g_fused[name] - g_ref[name]).abs().max().item() <= 1e-5 * scale + 1e-7, name
+
+
+@pytest.mark.parametrize("case,tile", [("siren8-shared", (16, 2)), ("mlp15-rgb-batched", (16, 8, 1)),
+                                       ("fourier8-shared", (64, 2)), ("gabor15-batched", (32, 4))])
+def test_a_tile_other_than_the_tables_computes_the_same_step(case, tile):
+    """``tile=`` changes how the points are cut, not what is computed (point counts not a multiple of it)."""
+    make, loss, batched, n, p = CASES[case]
+    template = make()
+    params = init_stacked(template, [0] * n, list(range(n)), fixed_init=False)
+    x, y = _inputs(template, loss, batched, n, p)
+    spec, _ = describe(template)
+    table, other = FusedGrad(spec, "mse"), FusedGrad(spec, "mse", tile=tile)
+    assert other.const["BLOCK_P"] == tile[0] != table.const["BLOCK_P"] and other.options["num_warps"] == tile[1]
+    assert other.options["num_stages"] == (tile + table.tile[2:])[2]
+    (g_table, l_table), (g_other, l_other) = table(params, x, y), other(params, x, y)
+    torch.testing.assert_close(l_other, l_table, rtol=1e-5, atol=1e-6)
+    for name in g_table:
+        torch.testing.assert_close(g_other[name], g_table[name], rtol=1e-4, atol=1e-6)
 
 
 class _Problem:
@@ -234,12 +253,10 @@ def bf16_as_on_gpu(monkeypatch):
 
 @pytest.mark.parametrize("case", ["siren8-shared", "siren20-4layers-scaled-batched", "mlp15-rgb-batched", "rff32"])
 def test_bf16_fused_gradients_equal_the_emulated_torch_step(case, bf16_as_on_gpu):
-    """scripts/precision_bench.py's emulation (the torch step with exactly the hidden matmuls' inputs rounded to
-    bf16, forward and backward, fp32 sums) computes the kernel's bf16 arithmetic: same gradients to float32
+    """nefs/fused/emulate.py's emulation, which scripts/precision_bench.py fits with (the torch step with exactly
+    the hidden matmuls' inputs rounded to bf16, forward and backward, fp32 sums) computes the kernel's bf16 arithmetic: same gradients to float32
     rounding, where they differ from the fp32 step's by far more (so a wrong emulation, e.g. rounding the output
     layer too or the backward pass not at all, fails)."""
-    from scripts.precision_bench import hidden_matmuls_rounded
-
     make, loss, batched, n, p = CASES[case]
     template = make()
     params = init_stacked(template, [0] * n, list(range(n)), fixed_init=False)
@@ -284,7 +301,8 @@ def test_auto_measures_the_fused_tiles_and_torch_and_keeps_the_fastest(tmp_path)
     template = SIREN(2, 1, 8)
     x, y = _inputs(template, "mse", False, 3, 70, seed=2)
     params = init_stacked(template, [0] * 3, [0, 1, 2], fixed_init=False)
-    times = {"fused 64x4x3": 3.0, "fused 32x4x3": 1.0, "fused 128x4x3": 2.0, "torch": 4.0}
+    times = {"fused 64x4x3": 3.0, "fused 32x4x3": 1.0, "fused 128x4x3": 2.0, "fused 64x2x3": 5.0, "fused 64x8x3": 6.0,
+             "torch": 4.0}
     seen = []
     step = ChosenStep(template, _Problem(x, y), False, StepSettings(kernel=Kernel.AUTO, cache=tmp_path / "c.json"),
                       interpreter_ok=True, timer=lambda name, fn, args: (seen.append(name), times[name])[1])

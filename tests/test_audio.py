@@ -73,6 +73,7 @@ def test_fit_an_audio_dataset_and_use_the_store(compose, tmp_path):
     assert fit(compose(*SMALL)).fitted == 0   # resume: nothing left
 
 
+@pytest.mark.slow
 def test_inspect_and_status_of_an_audio_store(tmp_path):
     store = tmp_path / "store"
     common = [f"task.nef_dir={store}", "task.log.progress=false"]

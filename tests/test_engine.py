@@ -45,6 +45,7 @@ def test_fitting_improves_psnr(modality):
     assert (long.metric > short.metric + 3).all()
 
 
+@pytest.mark.slow
 def test_compiled_step_matches_eager(modality):
     eager = _fit(modality, range(4), steps=10, compile=False, template=MLP())
     comp = _fit(modality, range(4), steps=10, compile=True, template=MLP())

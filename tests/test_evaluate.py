@@ -98,6 +98,7 @@ def test_bad_stores_are_one_line_errors(tmp_path):
         evaluate_store(tmp_path / "few", compose_evaluate(), progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(__import__("importlib").util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
                     reason="needs fitnef[tune]")
 def test_tune_downstream_objective_is_a_validation_accuracy(tmp_path):

@@ -1,4 +1,5 @@
 """End to end: the Hydra config, the index scheme, the store, resume after SIGKILL, clear errors."""
+import logging
 import os
 import signal
 import subprocess
@@ -46,6 +47,7 @@ def test_index_scheme_seeds_times_signals(compose, tmp_path):
     assert s.labels[1797] == s.labels[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compiled", [False, True])
 def test_results_do_not_depend_on_chunking_or_range(compose, tmp_path, compiled):
     common = [*QUICK[:1], f"task.train.compile={compiled}", "task.train.masked_portion=0.5",
@@ -85,6 +87,7 @@ def _run(*overrides, env=None, **kw):
                           text=True, env={**os.environ, **(env or {})}, **kw)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_gives_identical_rows(compose, tmp_path):
     args = ["task.train.num_steps=150", "task.train.compile=false", "task.train.end_idx=96",
             "task.train.num_parallel_nefs=16", "task.log.progress=false"]
@@ -132,22 +135,23 @@ def test_sigkill_mid_run_then_rerun_gives_identical_rows(compose, tmp_path):
     ("+optimizer.lr=0.1", "optimizer.lr=0.1: the learning rate comes from the scheduler"),
     ("task.train.compile=maybe", "task.train.compile='maybe': use true, false or auto"),
 ])
-def test_bad_input_is_a_clear_error_without_traceback(tmp_path, override, needle):
-    r = _run(override, f"task.nef_dir={tmp_path / 's'}")
+def test_bad_input_is_a_clear_error_without_traceback(tmp_path, override, needle, command):
+    r = command("tasks.fit", override, f"task.nef_dir={tmp_path / 's'}")
     assert r.returncode != 0
     assert needle in r.stderr + r.stdout
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "s" / "params").exists()  # no half-written store
 
 
-def test_missing_dataset_names_the_path(tmp_path):
-    r = _run("dataset=mnist", f"task.nef_dir={tmp_path / 's'}", env={"DATA_PATH": str(tmp_path / "nowhere")})
+def test_missing_dataset_names_the_path(tmp_path, command, monkeypatch):
+    monkeypatch.setenv("DATA_PATH", str(tmp_path / "nowhere"))
+    r = command("tasks.fit", "dataset=mnist", f"task.nef_dir={tmp_path / 's'}")
     assert r.returncode == 2
     assert str(tmp_path / "nowhere") in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_compile_auto_compiles_only_runs_that_repay_it(compose, tmp_path):
+def test_compile_auto_compiles_only_runs_that_repay_it(compose, tmp_path, caplog):
     from tasks.plan import COMPILE_PAYS_AFTER, resolve_compile
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
@@ -158,5 +162,6 @@ def test_compile_auto_compiles_only_runs_that_repay_it(compose, tmp_path):
     assert resolve_compile("auto", cpu, 64 * 500, 3076) is True         # 64 GaborNets: worth it
     assert resolve_compile("auto", cuda, 1797 * 500, 105) is False      # the default job: eager on a GPU
     assert resolve_compile("auto", cuda, 140000 * 500, 105) is True     # the HOWTO's MNIST fit: compiled
-    summary = fit(compose("task.train.end_idx=4", "task.train.num_steps=5"))  # 20 NeF-steps: eager
-    assert summary.warmup_s < 1.0 and summary.fitted == 4
+    with caplog.at_level(logging.INFO):
+        summary = fit(compose("task.train.end_idx=4", "task.train.num_steps=5"))  # 20 NeF-steps: eager
+    assert "task.train.compile=auto: eager" in caplog.text and summary.fitted == 4

@@ -34,6 +34,7 @@ def image_store(tmp_path_factory):
 LOADED = "import sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('tasks', 'scripts')))"
 
 
+@pytest.mark.slow
 def test_reading_a_store_loads_no_task_or_script_module(image_store):
     loaded = _run(f"""
 import nefs
@@ -44,6 +45,7 @@ m = s.build_model(); m.load_state_dict(s.unflatten(0)); len(s.dataset())
     assert loaded == "[]", loaded
 
 
+@pytest.mark.slow
 def test_decoding_a_row_loads_only_its_modality(image_store):
     loaded = eval(_run(f"""
 import nefs
@@ -82,6 +84,7 @@ def test_generic_tasks_code_never_names_a_modality():
     assert not bad, bad
 
 
+@pytest.mark.slow
 def test_importing_the_packages_registers_nothing():
     """No import side effects: Hydra's ConfigStore and OmegaConf's resolvers are untouched by imports."""
     out = _run("""

@@ -11,13 +11,16 @@ from nefs.errors import FitnefError
 from nefs.fused import why_not
 from nefs.step_choice import resolve_kernel
 from nefs.fused.roofline import num_params, step_cost
+from nefs.fused.launch import check_tile, parse_tile
 from nefs.fused.spec import MFNSpec, describe
+from nefs.fused.step import default_tile, neighbour_tiles
 from tasks.fitting import fit
 from tasks.identity import identity
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_fused_kernel_equals_the_torch_step_in_the_triton_interpreter():
     """tests/interp_fused.py, in a process of its own: TRITON_INTERPRET=1 must precede triton's import."""
     pytest.importorskip("triton")
@@ -39,6 +42,7 @@ AHEAD = [(SIREN(2, 1, 8), "mse", "ieee"), (SIREN(2, 1, 8), "mse", "tf32"), (SIRE
 WIDE = [(MLP(2, 1, 100), "mse", "ieee"), (SIREN(2, 1, 256), "mse", "ieee")]
 
 
+@pytest.mark.slow
 def test_fused_kernel_compiles_for_an_h200_without_a_gpu():
     """Triton's ahead-of-time compile for sm_90 (ptxas included): what the interpreter cannot check, the GPU
     code generator's limits (constexpr loops, dot shapes, shared memory <= 227 KB per block), and that the
@@ -127,3 +131,22 @@ def test_roofline_counts_hand_computed_mfn_steps():
     # filters 2 x 2 x (2*2*4) = 64, distances 2 x 2 x (3*2*4) = 96, matmuls 3 x 2*(4*4 + 4) = 120; 8 filter
     # units x (5 + 7) = 96, 4 linear units x 5 = 20, output 7: 403
     assert step_cost(spec, points=10, nefs=1, shared_coords=False).flops == 403 * 10
+
+
+def test_the_tile_is_an_argument_with_the_tables_default():
+    """FusedGrad(..., tile=) (nefs/fused/step.py): the table's tile by padded width unless given; its
+    neighbours for a search; a bad tile is one line naming what is allowed."""
+    siren8, _ = describe(SIREN(2, 1, 8))
+    gabor, _ = describe(GaborNet())
+    assert default_tile(siren8) == (64, 4, 3) and default_tile(siren8, "bf16") == (32, 4, 3)   # bf16 pads 8 -> 16
+    assert default_tile(gabor) == (16, 8, 3)
+    assert neighbour_tiles(siren8) == [(32, 4, 3), (128, 4, 3), (64, 2, 3), (64, 8, 3)]
+    assert neighbour_tiles(gabor) == [(32, 8, 3), (16, 4, 3), (16, 16, 3)]   # no tile under 16 points
+    assert check_tile((32, 2), (64, 4, 3)) == (32, 2, 3) and check_tile(None, (64, 4, 3)) == (64, 4, 3)
+    for bad in [(12, 4), (32, 3), (32,), (32, 4, 0), (32, 32), ("32", 4)]:
+        with pytest.raises(ValueError, match=r"tile=.*points a power of two >= 16"):
+            check_tile(bad, (64, 4, 3))
+    assert parse_tile("64,4") == (64, 4) and parse_tile("32,8,1") == (32, 8, 1) and parse_tile("") is None
+    with pytest.raises(ValueError, match="points,warps"):
+        parse_tile("64x4")
+

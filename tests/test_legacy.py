@@ -1,4 +1,4 @@
-"""The fit-a-nef shim: scripts/legacy.py translates legacy command lines, flag by flag, and the
+"""The fit-a-nef shim: tasks/legacy.py translates legacy command lines, flag by flag, and the
 HOWTO's commands run verbatim through the legacy entry file (tasks/image/fit.py)."""
 import os
 import shlex
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.legacy import LegacyError, Translation, hydra_str, main, translate
+from tasks.legacy import LegacyError, Translation, hydra_str, main, translate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -454,6 +454,7 @@ def test_main_errors_are_one_line(capsys, argv, words):
     assert all(w in err for w in words)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ["tasks/image/fit.py", "tasks/shape/fit.py"])
 def test_entry_files_run_as_scripts_without_pythonpath(tmp_path, entry):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -512,6 +513,7 @@ def _native_line(out: str) -> str:
     return lines[0][len("native command: "):]
 
 
+@pytest.mark.slow
 def test_howto_commands_verbatim(tmp_path):
     import nefs
 

@@ -6,7 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-import nefs.store as store_module
+import nefs.fingerprint
+import nefs.store
 from nefs import open_store
 from nefs.modality import Metric
 from nefs.stack import ParamLayout
@@ -34,13 +35,14 @@ def test_shard_bounds_fall_on_chunk_boundaries():
 def lock_calls(monkeypatch):
     """Record every acquisition of the store's write lock."""
     calls = []
-    real = store_module._lock
+    real = nefs.store.store_lock
 
-    def recording(path):
+    def recording(path, *args):
         calls.append(path)
-        return real(path)
+        return real(path, *args)
 
-    monkeypatch.setattr(store_module, "_lock", recording)
+    for module in (nefs.store, nefs.fingerprint):   # the modules that take it
+        monkeypatch.setattr(module, "store_lock", recording)
     return calls
 
 
@@ -72,6 +74,7 @@ def test_write_takes_the_lock_only_for_chunks_shared_with_others(tmp_path, lock_
     assert (np.asarray(s.params[rows]) == 2.0).all() and np.isnan(np.asarray(s.params[:])[~s.done]).all()
 
 
+@pytest.mark.slow
 def test_aligned_shards_write_without_the_lock_and_equal_one_process(compose, tmp_path, lock_calls):
     sharded = tmp_path / "sharded"
     for k in range(2):  # chunks of 4 rows: shard 0 is [0, 8), shard 1 [8, 16), each its own 2 chunks

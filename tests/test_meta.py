@@ -62,6 +62,7 @@ def test_saved_init_is_checked_against_the_nef(tmp_path):
         load_init(tmp_path / "missing.pt", nef, names)
 
 
+@pytest.mark.slow
 def test_find_init_then_fit_from_it(tmp_path):
     env = {**os.environ, "NEF_PATH": str(tmp_path / "nefs")}
     common = ["dataset.resolution=12", "task.log.progress=false"]

@@ -75,6 +75,7 @@ def test_model_of_coords_returns_standardised_pixels_as_the_readme_says(compose,
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_entry_points_write_no_run_dir_into_the_repo_and_a_small_nef_says_so(tmp_path):
     before = set((ROOT / "outputs").glob("*/*")) if (ROOT / "outputs").exists() else set()
     r = subprocess.run([sys.executable, "-m", "tasks.fit", "task.train.end_idx=4", "task.train.num_steps=2",

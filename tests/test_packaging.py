@@ -3,6 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow   # fits through fresh processes (a pip install, for packaging)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

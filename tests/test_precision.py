@@ -9,6 +9,7 @@ import zarr
 from nefs import step_choice
 from nefs.engine import ChunkFitter
 from nefs.errors import FitnefError
+from nefs.fused.emulate import RoundedMatmul, round_mantissa
 from nefs.precision import torch_matmul_precision
 from tasks.fitting import build_engine, fit
 from tasks.identity import identity, upgrade_identity
@@ -150,10 +151,8 @@ def test_the_fits_torch_step_runs_at_the_setting_and_the_process_keeps_its_own(c
 
 
 def test_the_emulations_rounding_is_round_to_nearest_even_or_toward_zero():
-    """scripts/precision_bench.py: bf16 as torch converts (RNE), tf32 against a float64 reference, ties to even,
+    """nefs/fused/emulate.py: bf16 as torch converts (RNE), tf32 against a float64 reference, ties to even,
     carries into the exponent; rz drops the bits."""
-    from scripts.precision_bench import round_mantissa
-
     g = torch.Generator().manual_seed(0)
     x = torch.randn(100000, generator=g) * torch.exp(3 * torch.randn(100000, generator=g))
     assert torch.equal(round_mantissa(x, 7), x.to(torch.bfloat16).float())
@@ -167,8 +166,6 @@ def test_the_emulations_rounding_is_round_to_nearest_even_or_toward_zero():
 
 def test_rounded_matmul_rounds_inputs_forward_and_backward_under_vmap():
     from torch.func import grad, vmap
-
-    from scripts.precision_bench import RoundedMatmul, round_mantissa
 
     g = torch.Generator().manual_seed(1)
     w, h, t = torch.randn(3, 5, 4, generator=g), torch.randn(3, 4, 6, generator=g), torch.randn(3, 5, 6, generator=g)

@@ -114,6 +114,7 @@ def _run(args, store, run_dir, env=None, **kw):
                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,at,resumed", [("fixed", 30, "resuming 8 NeFs from step 10 "),
                                              ("stream", 25, "resuming 8 NeFs from steps ")])
 def test_sigterm_mid_chunk_then_rerun_equals_uninterrupted_fit(tmp_path, reference, mode, at, resumed):
@@ -136,6 +137,7 @@ def test_sigterm_mid_chunk_then_rerun_equals_uninterrupted_fit(tmp_path, referen
     assert not (store / ".inflight" / f"0-{n}.pt").exists()     # its rows are done: the state is gone
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_nefs_in_flight_and_a_second_ctrl_c_stops_at_once(tmp_path, reference):
     store = tmp_path / "store"
     first = _drive(FIXED, store, tmp_path / "run1", PREEMPT_AT=30, PREEMPT_SIGNAL="SIGINT")
@@ -153,6 +155,7 @@ def test_ctrl_c_saves_the_nefs_in_flight_and_a_second_ctrl_c_stops_at_once(tmp_p
     assert open_store(store2).done[:16].all() and not open_store(store2).done[16:].any()
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_reruns_lose_nothing(tmp_path, reference):
     args, store = [*FIXED, "task.train.checkpoint_every=3"], tmp_path / "store"
     rng = random.Random(15)

@@ -98,6 +98,7 @@ def test_num_points_forms():
             parse_num_points(bad)
 
 
+@pytest.mark.slow
 def test_task_shape_defaults_to_primitives_and_fits_end_to_end(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "tasks.fit", *QUICK, *SMALL, "dataset.per_class=1", "device=cpu",
@@ -112,6 +113,7 @@ def test_task_shape_defaults_to_primitives_and_fits_end_to_end(tmp_path):
     assert s.reconstruct([0, 1]).shape == (2, 64, 64, 64)
 
 
+@pytest.mark.slow
 def test_early_stop_with_slot_refill_does_not_depend_on_the_chunk(compose, tmp_path):
     common = ["task=shape", *SMALL, "dataset.per_class=1", "task.train.compile=false", "task.train.num_points=64",
               "task.train.num_steps=40", "task.train.target=0.6", "task.train.check_every=5",
@@ -182,6 +184,7 @@ def test_mesh_folder_warns_about_a_leaky_mesh_by_name(tmp_path):
     assert data.names == ["balls/ball.ply", "cubes/box.obj", "cubes/leaky.stl"] and data.labels.tolist() == [0, 1, 1]
 
 
+@pytest.mark.slow
 def test_query_and_extract_mesh_answer_in_the_original_frame(compose, tmp_path):
     folder = tmp_path / "one"
     folder.mkdir()
@@ -203,6 +206,7 @@ def test_query_and_extract_mesh_answer_in_the_original_frame(compose, tmp_path):
     assert np.allclose(body.bounds, [[3, -2, -2], [7, 2, 2]], atol=0.1)
 
 
+@pytest.mark.slow
 def test_image_path_does_not_import_the_shape_dependencies():
     code = ("import sys, tasks.fitting, nefs.store, nefs.modality; nefs.modality.load('tasks.shape.modality:ShapeModality'); "
             "bad = [m for m in ('trimesh', 'igl', 'skimage') if m in sys.modules]; assert not bad, bad")
@@ -216,6 +220,7 @@ def test_image_stores_have_no_query(compose, tmp_path):
         open_store(tmp_path / "store").query(0, np.zeros((1, 3)))
 
 
+@pytest.mark.slow
 def test_inspect_a_shape_store_writes_iou_chamfer_meshes_and_renders(tmp_path):
     import json
 

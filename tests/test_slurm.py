@@ -26,8 +26,9 @@ FIT = [f"task.train.end_idx={N}", "task.train.num_steps=50", "task.train.compile
        "task.log.progress=false", "scheduler.value=1e-3"]
 CHUNK = "task.train.num_parallel_nefs=16"
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
-                                reason="needs hydra-submitit-launcher (fitnef[test])")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+                                 reason="needs hydra-submitit-launcher (fitnef[test])")]
 
 
 @pytest.fixture(scope="module")

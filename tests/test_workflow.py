@@ -75,6 +75,7 @@ def test_bad_shard_settings_are_clear_errors(task, needle):
         shard_range(task, 0, 10)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has("hydra_plugins.hydra_joblib_launcher"), reason="needs fitnef[shard]")
 def test_two_joblib_shards_equal_one_process_and_status_says_done(compose, tmp_path, folder):
     store = tmp_path / "sharded"
@@ -112,6 +113,7 @@ def test_default_store_of_a_single_run_has_no_suffix():
     assert cfg.task.nef_dir.endswith("digits/MLP")
 
 
+@pytest.mark.slow
 def test_multirun_gives_every_job_its_own_store_and_a_table(tmp_path):
     nefs = tmp_path / "nefs"
     r = _run("tasks.fit", "-m", "nef=siren,mlp", "scheduler.value=1e-3,1e-4", "task.train.end_idx=4",
@@ -130,6 +132,7 @@ def test_multirun_gives_every_job_its_own_store_and_a_table(tmp_path):
 
 
 # -- inspect --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_inspect_metrics_match_the_store_and_pngs_show_the_images(compose, tmp_path, folder):
     fit(compose(*TINY, *_folder_args(folder), "task.train.end_idx=10", nef_dir=tmp_path / "siren"))  # 10 of 12 done
     fit(compose(*TINY, *_folder_args(folder), "nef=mlp", "task.train.end_idx=8", nef_dir=tmp_path / "mlp"))
@@ -156,13 +159,13 @@ def test_inspect_metrics_match_the_store_and_pngs_show_the_images(compose, tmp_p
     assert [s["num_rows"] for s in json.loads((out / "compare.json").read_text())["stores"]] == [8, 8]
 
 
-def test_inspect_refuses_a_store_that_is_not_there(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tasks.inspect", f"task.nef_dir={tmp_path / 'none'}",
-                        f"hydra.run.dir={tmp_path / 'x'}"], cwd=ROOT, capture_output=True, text=True)
+def test_inspect_refuses_a_store_that_is_not_there(tmp_path, command):
+    r = command("tasks.inspect", f"task.nef_dir={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'x'}")
     assert r.returncode == 2 and "no fitnef store" in r.stderr and "Traceback" not in r.stderr
 
 
 # -- tune ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif(not _has("hydra_plugins.hydra_optuna_sweeper"), reason="needs fitnef[tune]")
 def test_tune_prints_a_best_command_that_runs(tmp_path, folder):
     sweep = tmp_path / "tune"
@@ -181,6 +184,7 @@ def test_tune_prints_a_best_command_that_runs(tmp_path, folder):
 
 
 # -- wandb ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif(not _has("wandb"), reason="needs fitnef[wandb]")
 def test_wandb_offline_writes_a_local_run_with_curves(tmp_path, folder):
     run_dir = tmp_path / "run"

@@ -29,6 +29,8 @@ CPU (how tests/interp_fused.py checks it).
 import triton
 import triton.language as tl
 
+from .blocks import mm, output_loss
+
 
 @triton.jit
 def _act(z, omega, ACT: tl.constexpr):
@@ -47,16 +49,6 @@ def _act_grad(z, omega, ACT: tl.constexpr):
 
 
 @triton.jit
-def _mm(a, b, PREC: tl.constexpr):
-    """a @ b accumulated in fp32; PREC says what the inputs are rounded to: "ieee" (fp32, the default),
-    "tf32" (tensor cores), "bf16"."""
-    if PREC == "bf16":
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
-    else:
-        return tl.dot(a, b, input_precision=PREC, out_dtype=tl.float32)
-
-
-@triton.jit
 def _mm_w(h, w_ptr, si, sj, offs_h, hmask, H: tl.constexpr, HP: tl.constexpr, SPLIT: tl.constexpr,
           PREC: tl.constexpr):
     """h @ M for a tile h (BLOCK_P, HP) and a width x width matrix M[i, j] at w_ptr + i*si + j*sj (W^T:
@@ -67,7 +59,7 @@ def _mm_w(h, w_ptr, si, sj, offs_h, hmask, H: tl.constexpr, HP: tl.constexpr, SP
     if SPLIT == 1:
         m = tl.load(w_ptr + offs_h[:, None] * si + offs_h[None, :] * sj,
                     mask=hmask[:, None] & hmask[None, :], other=0.0)
-        return _mm(h, m, PREC)
+        return mm(h, m, PREC)
     else:
         HB: tl.constexpr = HP // 2
         r = tl.arange(0, HB)
@@ -76,12 +68,12 @@ def _mm_w(h, w_ptr, si, sj, offs_h, hmask, H: tl.constexpr, HP: tl.constexpr, SP
                       mask=(2 * r[:, None] < H) & (2 * r[None, :] < H), other=0.0)
         m10 = tl.load(w_ptr + (2 * r[:, None] + 1) * si + (2 * r[None, :]) * sj,
                       mask=(2 * r[:, None] + 1 < H) & (2 * r[None, :] < H), other=0.0)
-        z_even = _mm(h_even, m00, PREC) + _mm(h_odd, m10, PREC)
+        z_even = mm(h_even, m00, PREC) + mm(h_odd, m10, PREC)
         m01 = tl.load(w_ptr + (2 * r[:, None]) * si + (2 * r[None, :] + 1) * sj,
                       mask=(2 * r[:, None] < H) & (2 * r[None, :] + 1 < H), other=0.0)
         m11 = tl.load(w_ptr + (2 * r[:, None] + 1) * si + (2 * r[None, :] + 1) * sj,
                       mask=(2 * r[:, None] + 1 < H) & (2 * r[None, :] + 1 < H), other=0.0)
-        z_odd = _mm(h_even, m01, PREC) + _mm(h_odd, m11, PREC)
+        z_odd = mm(h_even, m01, PREC) + mm(h_odd, m11, PREC)
         return tl.reshape(tl.join(z_even, z_odd), (h.shape[0], HP))
 
 
@@ -94,7 +86,7 @@ def _add_outer(g_ptr, dz, hin, H: tl.constexpr, HP: tl.constexpr, SPLIT: tl.cons
         offs = tl.arange(0, HP)
         mask = (offs[:, None] < H) & (offs[None, :] < H)
         ptrs = g_ptr + offs[:, None] * H + offs[None, :]
-        tl.atomic_add(ptrs, _mm(tl.trans(dz), hin, PREC), mask=mask, sem="relaxed")
+        tl.atomic_add(ptrs, mm(tl.trans(dz), hin, PREC), mask=mask, sem="relaxed")
     else:
         HB: tl.constexpr = HP // 2
         r = tl.arange(0, HB)
@@ -107,7 +99,7 @@ def _add_outer(g_ptr, dz, hin, H: tl.constexpr, HP: tl.constexpr, SPLIT: tl.cons
                 rows, cols = 2 * r[:, None] + b, 2 * r[None, :] + a
                 mask = (rows < H) & (cols < H)
                 ptrs = g_ptr + rows * H + cols
-                tl.atomic_add(ptrs, _mm(tl.trans(dzb), hb, PREC), mask=mask, sem="relaxed")
+                tl.atomic_add(ptrs, mm(tl.trans(dzb), hb, PREC), mask=mask, sem="relaxed")
 
 
 @triton.jit
@@ -181,24 +173,9 @@ def fused_step_kernel(
         else:   # wide: loops, not unrolled (an unrolled recompute chain of wide layers is more than ptxas allocates well)
             for k in range(K):
                 h, _z = _hidden(h, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega, H, HP, ACT, SPLIT, PREC)
-        # ---- output layer, loss, and its backward pass, one channel at a time
-        dh = tl.zeros((BLOCK_P, HP), dtype=tl.float32)
-        for c in tl.static_range(C):
-            woc = tl.load(wo_ptr + (n * C + c) * H + offs_h, mask=hmask, other=0.0)
-            y = tl.sum(h * woc[None, :], axis=1) + tl.load(bo_ptr + n * C + c)
-            t = tl.load(t_ptr + (n * P + offs_p) * C + c, mask=pmask, other=0.0)
-            if LOSS == 0:
-                diff = tl.where(pmask, y - t, 0.0)
-                loss_acc += diff * diff * inv_count
-                dy = 2.0 * diff * inv_count
-            else:
-                e = tl.exp(-tl.abs(y))
-                loss_acc += tl.where(pmask, (tl.maximum(y, 0.0) - y * t + tl.log(1.0 + e)) * inv_count, 0.0)
-                sig = tl.where(y >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-                dy = tl.where(pmask, (sig - t) * inv_count, 0.0)
-            dh += dy[:, None] * woc[None, :]
-            gwo += tl.where((offs_c == c)[:, None], tl.sum(dy[:, None] * h, axis=0)[None, :], 0.0)
-            gbo += tl.where(offs_c == c, tl.sum(dy, axis=0), 0.0)
+        # ---- output layer, loss, and its backward pass (blocks.py)
+        dh, loss_acc, gwo, gbo = output_loss(h, wo_ptr, bo_ptr, t_ptr, n, P, offs_p, pmask, offs_h, hmask, offs_c,
+                                             inv_count, loss_acc, gwo, gbo, H, HP, C, LOSS, BLOCK_P)
         # ---- hidden layers backward, top down; each layer's input recomputed from h0
         if GACC == 0:
             for k in tl.static_range(K - 1, -1, -1):
@@ -207,7 +184,7 @@ def fused_step_kernel(
                     hin, _z = _hidden(hin, wh_ptr, bh_ptr, j, n, N, offs_h, hmask, omega, H, HP, ACT, SPLIT, PREC)
                 _h, z = _hidden(hin, wh_ptr, bh_ptr, k, n, N, offs_h, hmask, omega, H, HP, ACT, SPLIT, PREC)
                 dz = tl.where(pmask[:, None], dh * _act_grad(z, omega, ACT), 0.0)
-                gwh += tl.where((offs_k == k)[:, None, None], _mm(tl.trans(dz), hin, PREC)[None, :, :], 0.0)
+                gwh += tl.where((offs_k == k)[:, None, None], mm(tl.trans(dz), hin, PREC)[None, :, :], 0.0)
                 gbh += tl.where((offs_k == k)[:, None], tl.sum(dz, axis=0)[None, :], 0.0)
                 dh = _mm_w(dz, wh_ptr + (k * N + n) * H * H, H, 1, offs_h, hmask, H, HP, SPLIT, PREC)  # dz @ W
         else:   # wide: the same in loops, the gradient sums added in memory

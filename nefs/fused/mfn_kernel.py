@@ -33,14 +33,7 @@ With TRITON_INTERPRET=1 set before triton is imported, the same code runs in Tri
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _mm(a, b, PREC: tl.constexpr):
-    """a @ b accumulated in fp32, inputs rounded per PREC: "ieee" (fp32), "tf32", "bf16" (as kernel.py's)."""
-    if PREC == "bf16":
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
-    else:
-        return tl.dot(a, b, input_precision=PREC, out_dtype=tl.float32)
+from .blocks import mm, output_loss
 
 
 @triton.jit
@@ -177,28 +170,13 @@ def mfn_step_kernel(
             lbase = (i - 1) * N + n
             wt = tl.load(lwp + lbase * H * H + offs_h[None, :] * H + offs_h[:, None], mask=hh, other=0.0)
             b = tl.load(lbp + lbase * H + offs_h, mask=hmask, other=0.0)
-            u = _mm(z, wt, PREC) + b[None, :]
+            u = mm(z, wt, PREC) + b[None, :]
             us = us + (u,)
             g, _s, _co, _e, _q = _filter(xs, i, n, N, fwp, fbp, mup, gmp, offs_h, hmask, D, H, GABOR, u)
             z = g * u
-        # ---- output layer, loss, and its backward pass, one channel at a time
-        dz = tl.zeros((BLOCK_P, HP), dtype=tl.float32)
-        for c in tl.static_range(C):
-            woc = tl.load(wop + (n * C + c) * H + offs_h, mask=hmask, other=0.0)
-            y = tl.sum(z * woc[None, :], axis=1) + tl.load(bop + n * C + c)
-            t = tl.load(t_ptr + (n * P + offs_p) * C + c, mask=pmask, other=0.0)
-            if LOSS == 0:
-                diff = tl.where(pmask, y - t, 0.0)
-                loss_acc += diff * diff * inv_count
-                dy = 2.0 * diff * inv_count
-            else:
-                ex = tl.exp(-tl.abs(y))
-                loss_acc += tl.where(pmask, (tl.maximum(y, 0.0) - y * t + tl.log(1.0 + ex)) * inv_count, 0.0)
-                sig = tl.where(y >= 0, 1.0 / (1.0 + ex), ex / (1.0 + ex))
-                dy = tl.where(pmask, (sig - t) * inv_count, 0.0)
-            dz += dy[:, None] * woc[None, :]
-            gwo += tl.where((offs_c == c)[:, None], tl.sum(dy[:, None] * z, axis=0)[None, :], 0.0)
-            gbo += tl.where(offs_c == c, tl.sum(dy, axis=0), 0.0)
+        # ---- output layer, loss, and its backward pass (blocks.py)
+        dz, loss_acc, gwo, gbo = output_loss(z, wop, bop, t_ptr, n, P, offs_p, pmask, offs_h, hmask, offs_c,
+                                             inv_count, loss_acc, gwo, gbo, H, HP, C, LOSS, BLOCK_P)
         # ---- backward, top down (rows of masked points carry dz = 0), each sum added to as soon as it is known
         g, s, co, e, q = _filter(xs, F - 1, n, N, fwp, fbp, mup, gmp, offs_h, hmask, D, H, GABOR, dz)
         for i in tl.static_range(F - 1, -1, -1):
@@ -220,12 +198,12 @@ def mfn_step_kernel(
                 if HP == 8:   # a broadcast product summed over the points: fewer registers than tl.dot's here
                     gw = tl.sum(du[:, :, None] * zin[:, None, :], axis=0)
                 else:         # (ptxas, sm_90: FourierNet-8 spills with the dot, GaborNet-15 less with it)
-                    gw = _mm(tl.trans(du), zin, PREC)
+                    gw = mm(tl.trans(du), zin, PREC)
                 glw = _add_at(glw, i - 1, gw, F - 1)
                 glb = _add_at(glb, i - 1, tl.sum(du, axis=0), F - 1)
                 lbase = (i - 1) * N + n
                 w = tl.load(lwp + lbase * H * H + offs_h[:, None] * H + offs_h[None, :], mask=hh, other=0.0)
-                dz = _mm(du, w, PREC)
+                dz = mm(du, w, PREC)
     # ---- the NeF's gradients, written once
     fh = (offs_f < F)[:, None] & hmask[None, :]
     rows = offs_f[:, None] * N + n                      # (filter, NeF) rows of the (F, N, ...) gradients

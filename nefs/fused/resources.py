@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from .spec import FusedSpec
+from .step import compile_for
 
 
 @dataclass(frozen=True)
@@ -25,18 +26,16 @@ class Resources:
                 f"{self.shared_bytes / 1024:.0f} KB shared, {self.num_warps} warps")
 
 
-def resources(spec: FusedSpec, loss: str = "mse", precision: str = "ieee", arch: int = 90) -> Resources:
+def resources(spec: FusedSpec, loss: str = "mse", precision: str = "ieee", arch: int = 90, tile=None) -> Resources:
     """Compiles afresh (Triton's cache would skip ptxas and its report) and parses ptxas' report."""
-    from triton import knobs
-
-    from .step import compile_for
+    from triton import knobs   # triton loads on first use: importing nefs.fused works without it
 
     saved = knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile
     knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile = True, True
     report = io.StringIO()
     try:
         with contextlib.redirect_stdout(report):   # Triton prints the ptxas log
-            compiled = compile_for(spec, loss, precision, arch)
+            compiled = compile_for(spec, loss, precision, arch, tile)
     finally:
         knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile = saved
     log = report.getvalue()

@@ -2,152 +2,75 @@
 
 Same contract as ``vmap(grad_and_value(loss))`` of the torch path (nefs/engine.py): params are the stacked
 tensors (N, ...), coords (P, D) shared or (N, P, D) per NeF, targets (N, P, C); grads a dict with one
-stacked tensor per parameter, loss each NeF's own mean loss. FusedGrad and compile_for take a FusedSpec
-(SIREN, MLP, RFFNet: nefs/fused/kernel.py) or an MFNSpec (FourierNet, GaborNet: nefs/fused/mfn_step.py).
+stacked tensor per parameter, loss each NeF's own mean loss. ``FusedGrad`` builds it for a FusedSpec (SIREN,
+MLP, RFFNet: nefs/fused/kernel.py, launched here) or an MFNSpec (FourierNet, GaborNet: nefs/fused/mfn_step.py);
+``default_tile`` and ``neighbour_tiles`` say which tiles it takes, ``compile_for`` compiles it without a GPU.
 """
-import math
-import os
+from typing import Optional
 
 import torch
 
+from .launch import LOSSES, PRECISIONS, KernelGrad, as_f32, grad_buffers, kernel_width, neighbours, pow2
+from .mfn_step import MFNFusedGrad
 from .spec import FusedSpec, MFNSpec
 
-LOSSES = {"mse": 0, "bce_logits": 1}       # a Problem's ``fused_loss`` -> the kernel's LOSS
-PRECISIONS = ("ieee", "tf32", "bf16")      # matmul inputs; accumulation is fp32 in all three
+__all__ = ["FusedGrad", "LOSSES", "PRECISIONS", "compile_for", "default_tile", "neighbour_tiles"]
 
-
-# (points per tile, warps, pipeline stages) by padded width, from compiling for sm_90 without a GPU (ptxas;
-# `python -m scripts.fused_resources` prints registers, spills and shared memory): up to 64 tiles whose
-# registers do not spill at fit-a-nef's default sizes (16 bytes at most elsewhere up to 64); at 128 and 256 the tiles that spill least (no tile is spill-free there: an fp32
-# dot keeps a whole operand row per thread), unpipelined, as the pipeliner would multi-buffer the width x
-# width weights in shared memory. Which tile is fastest is not measured: FITNEF_FUSED_TILE=64,4[,3] (points,warps[,stages])
-# overrides the table, for scripts/step_bench.py --tile.
-TILES = {8: (64, 4, 3), 16: (32, 4, 3), 32: (32, 8, 3), 64: (16, 8, 3), 128: (16, 16, 1), 256: (16, 16, 1)}
 # from this padded width on, the hidden weights' gradient sums live in memory (L2), not registers; from twice it,
 # every width x width matmul runs as four blocks of half the width (kernel.py _mm_w, _add_outer)
 WIDE = 128
 
 
-def kernel_width(spec, precision: str = "ieee") -> int:
-    """The kernel's padded width: the spec's, at least 16 for bf16 dots (their smallest inner size)."""
-    return max(spec.padded_width, 16 if precision == "bf16" else 8)
+class LayerFusedGrad(KernelGrad):
+    """SIREN, MLP and RFFNet (nefs/fused/kernel.py)."""
 
+    # (points per tile, warps, pipeline stages) by padded width, from compiling for sm_90 without a GPU (ptxas;
+    # `python -m scripts.fused_resources` prints registers, spills and shared memory): up to 64 tiles whose
+    # registers do not spill at fit-a-nef's default sizes (16 bytes at most elsewhere up to 64); at 128 and 256
+    # the tiles that spill least (no tile is spill-free there: an fp32 dot keeps a whole operand row per
+    # thread), unpipelined, as the pipeliner would multi-buffer the width x width weights in shared memory.
+    # Which tile is fastest is not measured: ``tile=`` overrides the table (scripts/step_bench.py --tile).
+    TILES = {8: (64, 4, 3), 16: (32, 4, 3), 32: (32, 8, 3), 64: (16, 8, 3), 128: (16, 16, 1), 256: (16, 16, 1)}
+    FLOAT_ARGS = ("omega", "enc_scale")
 
-def default_tile(spec, precision: str = "ieee") -> tuple:
-    """The tile table's choice for ``spec``: (points, warps, stages), or (points, warps) for an MFNSpec."""
-    if isinstance(spec, MFNSpec):
-        from .mfn_step import mfn_tile_for
+    @staticmethod
+    def load_kernel():
+        from .kernel import fused_step_kernel   # imports triton: on first use, not with nefs.fused
 
-        return mfn_tile_for(kernel_width(spec, precision))
-    return tile_for(kernel_width(spec, precision))
+        return fused_step_kernel
 
-
-def tile_options(spec, precision: str = "ieee") -> list:
-    """The table's tile for ``spec`` first, then its neighbours (half and twice the points per tile, at least 16
-    for tl.dot): the candidates ``task.train.kernel=auto`` measures (nefs/step_choice.py)."""
-    base = default_tile(spec, precision)
-    out = [base]
-    for points in (base[0] // 2, base[0] * 2):
-        if 16 <= points <= 128:
-            out.append((points,) + tuple(base[1:]))
-    return out
-
-
-def tile_for(padded_width: int) -> tuple:
-    override = os.environ.get("FITNEF_FUSED_TILE")
-    if override:
-        values = [int(v) for v in override.split(",")]
-        return tuple(values + [TILES[padded_width][2]] * (3 - len(values)))
-    return TILES[padded_width]
-
-
-def load_kernel():
-    from .kernel import fused_step_kernel
-
-    return fused_step_kernel
-
-
-def launch_config(spec: FusedSpec, loss: str, precision: str = "ieee", tile=None):
-    """(constexpr arguments, launch options) of the kernel for this NeF, loss and matmul precision; ``tile``
-    (points, warps[, stages]) in place of the table's."""
-    hp = kernel_width(spec, precision)
-    table = tile_for(hp)
-    block, warps, stages = tuple(tile) + table[len(tile):] if tile else table
-    pow2 = lambda v: 1 << max(v - 1, 0).bit_length()  # noqa: E731
-    d, c, k = spec.in_features, spec.out_features, len(spec.hidden)
-    return dict(D=d, H=spec.width, HP=hp, C=c, K=k, DP=pow2(d), CP=pow2(c), KP=pow2(max(k, 1)), ACT=spec.act,
-                ENC=int(len(spec.first) == 1), LOSS=LOSSES[loss], BLOCK_P=block, PREC=precision,
-                GACC=int(hp >= WIDE), SPLIT=2 if hp >= 2 * WIDE else 1), dict(num_warps=warps, num_stages=stages)
-
-
-def compile_for(spec: FusedSpec, loss: str, precision: str = "ieee", arch: int = 90):
-    """The kernel compiled for CUDA compute capability ``arch`` without a GPU (Triton's ahead-of-time path,
-    ptxas included): fails where the GPU compile would; ``.metadata.shared`` is its shared memory."""
-    if isinstance(spec, MFNSpec):
-        from .mfn_step import mfn_compile_for
-
-        return mfn_compile_for(spec, loss, precision, arch)
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    kernel = load_kernel()
-    const, options = launch_config(spec, loss, precision)
-    floats = {"omega", "enc_scale"}
-    ints = {"stride_xn", "N", "P"}
-    sig = {a: "constexpr" if a in const else "fp32" if a in floats else "i32" if a in ints else "*fp32"
-           for a in kernel.arg_names}
-    return triton.compile(ASTSource(kernel, sig, constexprs=const), target=GPUTarget("cuda", arch, 32),
-                          options=options)
-
-
-class FusedGrad:
-    def __new__(cls, spec, *args, **kwargs):
-        """FusedGrad(MFNSpec, ...) is an MFNFusedGrad (nefs/fused/mfn_step.py), its own kernel."""
-        if cls is FusedGrad and isinstance(spec, MFNSpec):
-            from .mfn_step import MFNFusedGrad
-
-            cls = MFNFusedGrad
-        return super().__new__(cls)
-
-    def __init__(self, spec: FusedSpec, loss: str, precision: str = "ieee", tile=None):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
-        self.spec = spec
-        self.const, self.options = launch_config(spec, loss, precision, tile)
-        self.kernel = load_kernel()
+    def constants(self, spec: FusedSpec, loss: int, precision: str, points: int) -> dict:
+        hp = kernel_width(spec, precision)
+        d, c, k = spec.in_features, spec.out_features, len(spec.hidden)
+        return dict(D=d, H=spec.width, HP=hp, C=c, K=k, DP=pow2(d), CP=pow2(c), KP=pow2(max(k, 1)), ACT=spec.act,
+                    ENC=int(len(spec.first) == 1), LOSS=loss, BLOCK_P=points, PREC=precision,
+                    GACC=int(hp >= WIDE), SPLIT=2 if hp >= 2 * WIDE else 1)
 
     def __call__(self, params, coords, targets):
         s = self.spec
         first = params[s.first[0]]
         n, dev = first.shape[0], first.device
-        f32 = dict(dtype=torch.float32, device=dev)
-        c = lambda t: t.detach().to(torch.float32).contiguous()  # noqa: E731
         batched = coords.dim() == 3
-        x = c(coords)
+        x = as_f32(coords)
         p = x.shape[-2]
-        t = c(targets).reshape(n, p, s.out_features)
+        t = as_f32(targets).reshape(n, p, s.out_features)
         k = len(s.hidden)
         hidden_b = [h[: -len("weight")] + "bias" for h in s.hidden]
+        dummy = torch.zeros(1, dtype=torch.float32, device=dev)
         if k:
-            wh = torch.stack([c(params[h]) for h in s.hidden])
-            bh = torch.stack([c(params[b]) for b in hidden_b])
+            wh = torch.stack([as_f32(params[h]) for h in s.hidden])
+            bh = torch.stack([as_f32(params[b]) for b in hidden_b])
         else:
-            wh = bh = torch.zeros(1, **f32)
-        w1 = c(first)
-        b1 = c(params[s.first[1]]) if len(s.first) > 1 else torch.zeros(1, **f32)
-        wo, bo = c(params["output.weight"]), c(params["output.bias"])
+            wh = bh = dummy
+        w1 = as_f32(first)
+        b1 = as_f32(params[s.first[1]]) if len(s.first) > 1 else dummy
+        wo, bo = as_f32(params["output.weight"]), as_f32(params["output.bias"])
         h, d, kk = s.width, s.in_features, max(k, 1)
-        # every gradient is a view of one buffer (the kernel writes each entry once)
-        shapes = [(n, h, d), (n, h), (kk, n, h, h), (kk, n, h), tuple(wo.shape), tuple(bo.shape)]
-        alloc = torch.zeros if self.const["GACC"] else torch.empty   # wide: the kernel adds to the hidden grads
-        flat = alloc(sum(math.prod(sh) for sh in shapes), **f32)
-        views, at = [], 0
-        for sh in shapes:
-            views.append(flat[at: at + math.prod(sh)].view(sh))
-            at += math.prod(sh)
-        gw1, gb1, gwh, gbh, gwo, gbo = views   # gw1 for RFFNet: the sin and cos halves apart, added below
-        loss = torch.empty(n, **f32)
+        # gw1 for RFFNet: the sin and cos halves apart, added below; wide: the kernel adds to the hidden grads
+        gw1, gb1, gwh, gbh, gwo, gbo = grad_buffers(
+            [(n, h, d), (n, h), (kk, n, h, h), (kk, n, h), tuple(wo.shape), tuple(bo.shape)], dev,
+            zeroed=bool(self.const["GACC"]))
+        loss = torch.empty(n, dtype=torch.float32, device=dev)
         self.kernel[(n,)](
             x, p * d if batched else 0, t, w1, b1, wh, bh, wo, bo, gw1, gb1, gwh, gbh, gwo, gbo, loss,
             n, p, float(s.omega), float(s.enc_scale),
@@ -161,3 +84,29 @@ class FusedGrad:
         else:
             grads[s.first[0]], grads[s.first[1]] = gw1, gb1
         return {name: grads[name].to(params[name].dtype) for name in params}, loss
+
+
+def _launcher(spec) -> type:
+    return MFNFusedGrad if isinstance(spec, MFNSpec) else LayerFusedGrad
+
+
+def FusedGrad(spec, loss: str, precision: str = "ieee", tile: Optional[tuple] = None) -> KernelGrad:  # noqa: N802
+    """The fused step of this NeF: ``spec`` (nefs.fused.spec.describe), ``loss`` (a Problem's ``fused_loss``),
+    ``precision`` of the matmul inputs (ieee, tf32, bf16) and ``tile`` (points, warps[, stages]; default: the
+    kernel's table, ``default_tile``). Called like a class: it builds the launcher of the spec's kernel."""
+    return _launcher(spec)(spec, loss, precision, tile)
+
+
+def default_tile(spec, precision: str = "ieee") -> tuple:
+    """(points, warps, stages) the spec's kernel runs at unless told otherwise."""
+    return _launcher(spec).default_tile(spec, precision)
+
+
+def neighbour_tiles(spec, precision: str = "ieee") -> list:
+    """The tiles one step from the default (half or twice the points or the warps): what to time against it."""
+    return neighbours(default_tile(spec, precision))
+
+
+def compile_for(spec, loss: str, precision: str = "ieee", arch: int = 90, tile: Optional[tuple] = None):
+    """The spec's kernel compiled for CUDA compute capability ``arch`` without a GPU (``KernelGrad.compile``)."""
+    return FusedGrad(spec, loss, precision, tile).compile(arch)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from nefs.errors import FitnefError
 from tasks.inspect import done_rows, sampled_rows, stats, store_dataset
@@ -28,8 +29,6 @@ def load_signals(store, data_path: Optional[str] = None) -> np.ndarray:
 
 def waveform_png(gt: np.ndarray, rec: np.ndarray, title: str, path: Path, size=(800, 260)) -> None:
     """Ground truth (grey) and reconstruction (blue) of one channel, drawn with pillow."""
-    from PIL import Image, ImageDraw
-
     w, h = size
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)

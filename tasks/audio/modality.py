@@ -11,9 +11,11 @@ import torch
 from nefs.errors import FitnefError
 from nefs.fingerprint import array_signal_bytes
 from nefs.modality import Metric, register
+from nefs.stack import stacked_forward
 from tasks.image.modality import ImageProblem
 
 from .schema import AudioTaskConfig
+from .wav import write_wav
 
 
 def time_grid(length: int, device=None) -> torch.Tensor:
@@ -76,8 +78,6 @@ class AudioModality:
     @staticmethod
     def reconstruct(store, flat_params: torch.Tensor, device="cpu") -> torch.Tensor:
         """Rows -> (n, C, T) samples in [-1, 1]."""
-        from nefs.stack import stacked_forward
-
         info = store.modality_info
         mean = torch.tensor(info["mean"], device=device)
         std = torch.tensor(info["std"], device=device)
@@ -89,14 +89,12 @@ class AudioModality:
     @classmethod
     def to_wav(cls, store, row: int, path) -> None:
         """Write row ``row``'s reconstruction as a 16-bit WAV file at the dataset's sample rate."""
-        from .wav import write_wav
-
         write_wav(path, store.reconstruct([int(row)])[0].T.numpy(), store.modality_info["sample_rate"])
 
     # -- tools ------------------------------------------------------------------------------------
     @classmethod
     def inspect(cls, cfg, store, out, data_path=None, device="cpu") -> dict:
-        from .inspect import run
+        from .inspect import run   # on first use: a store that only decodes rows loads no inspection code
 
         return run(cfg, out, store, data_path, device)
 

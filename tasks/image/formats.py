@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 
 from nefs.errors import FitnefError
 from nefs.modality import locator
@@ -37,7 +38,7 @@ FIT_A_NEF_IMAGES = {
 
 def _h5py():
     try:
-        import h5py
+        import h5py   # an optional extra (formats): imported where used
     except ImportError:
         raise FitnefError("fit-a-nef's HDF5 files need h5py: pip install 'fitnef[formats]'") from None
     return h5py
@@ -78,8 +79,6 @@ def flax_names(nef: dict) -> List[tuple]:
 
 
 def _build(nef: dict) -> torch.nn.Module:
-    from hydra.utils import instantiate
-
     return instantiate({k: v for k, v in nef.items() if k != "name"})
 
 

@@ -10,6 +10,7 @@ Writes into the run dir:
 - with ``compare=<other store>``: ``compare.md`` / ``compare.json``, both stores in one table (on
   the rows done in both when they index the same signals).
 """
+import functools
 import json
 import math
 from pathlib import Path
@@ -17,9 +18,15 @@ from typing import Optional
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from nefs.errors import FitnefError
+from nefs.fingerprint import array_signal_bytes, verify_signals
+from nefs.stack import stacked_forward
+from nefs.store import open_store
 from tasks.inspect import done_rows, sampled_rows, stats, store_dataset
+
+from .coords import make_grid
 
 METRICS = ("psnr", "mse", "mae", "ssim")
 
@@ -32,18 +39,15 @@ def load_images(store, data_path: Optional[str] = None) -> np.ndarray:
     if tuple(images.shape[1:]) != want:
         raise FitnefError(f"dataset {ds.get('name')} at {ds.get('path')} has {images.shape[1:]} images, "
                           f"the store was fitted on {want}; point dataset.path at the store's data")
-    from nefs.fingerprint import verify_signals
-
-    from .modality import ImageModality
-
-    verify_signals(store, ImageModality(images, 0.0, 1.0).signal_bytes, now_dataset=ds, record=False)  # same data?
+    # the same data? (an image's bytes as ImageModality.signal_bytes gives them)
+    verify_signals(store, functools.partial(array_signal_bytes, images), now_dataset=ds, record=False)
     return images
 
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM of two (C, H, W) images in [0, 1] (scikit-image, gaussian-free 7x7 windows or smaller)."""
     try:
-        from skimage.metrics import structural_similarity
+        from skimage.metrics import structural_similarity   # an optional extra: imported where used
     except ImportError:
         raise FitnefError("tasks.inspect computes SSIM with scikit-image: pip install 'fitnef[inspect]'") from None
 
@@ -75,8 +79,6 @@ def per_row_metrics(store, rows: np.ndarray, images: np.ndarray, batch_size: int
 
 
 def image_store(path):
-    from nefs.store import open_store
-
     store = open_store(path)
     if store.modality_info.get("name") != "image":
         raise FitnefError(f"store {path} holds {store.modality_info.get('name')} NeFs; tasks.inspect reads image stores")
@@ -86,8 +88,6 @@ def image_store(path):
 # -- decoding on other grids -----------------------------------------------------------------------
 def decode(store, rows: np.ndarray, coords: torch.Tensor, height: int, width: int, device="cpu") -> np.ndarray:
     """Rows' fields evaluated at ``coords`` (height*width, 2) -> (n, height, width, C) in [0, 1]."""
-    from nefs.stack import stacked_forward
-
     flat = torch.from_numpy(np.asarray(store.params.get_orthogonal_selection((rows, slice(None)))))
     params = store.layout.unflatten(flat.to(device))
     mean = torch.tensor(store.modality_info["mean"], device=device)
@@ -107,8 +107,6 @@ def rotated(coords: torch.Tensor, degrees: float) -> torch.Tensor:
 def sample_panels(store, rows: np.ndarray, images: np.ndarray, upscale: int, degrees: float,
                   device="cpu") -> list:
     """Per row: [ground truth, reconstruction, upscaled reconstruction, rotated reconstruction] (H, W, C)."""
-    from tasks.image.modality import make_grid
-
     h, w, _ = store.modality_info["shape"]
     grid = make_grid(h, w)
     rec = decode(store, rows, grid, h, w, device)
@@ -120,8 +118,6 @@ def sample_panels(store, rows: np.ndarray, images: np.ndarray, upscale: int, deg
 
 # -- pictures --------------------------------------------------------------------------------------
 def _to_pil(img01: np.ndarray, size: tuple):
-    from PIL import Image
-
     arr = (np.clip(img01, 0, 1) * 255).round().astype(np.uint8)
     pil = Image.fromarray(arr[..., 0], "L") if arr.shape[-1] == 1 else Image.fromarray(arr[..., :3], "RGB")
     return pil.convert("RGB").resize(size, Image.Resampling.NEAREST)
@@ -129,8 +125,6 @@ def _to_pil(img01: np.ndarray, size: tuple):
 
 def grid_png(panels: list, titles: list, labels: list, panel_px: int, path: Path) -> tuple:
     """Rows of panels (each resized to panel_px, nearest) with a title bar and a label per row."""
-    from PIL import Image, ImageDraw
-
     pad, head, left = 4, 18, 110
     n_rows, n_cols = len(panels), len(panels[0])
     width = left + n_cols * (panel_px + pad) + pad

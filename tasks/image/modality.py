@@ -12,16 +12,13 @@ from nefs.errors import FitnefError
 from nefs.fingerprint import array_signal_bytes
 from nefs.keyed import keyed_subset
 from nefs.modality import Metric, register
+from nefs.stack import stacked_forward
+from tasks.loggers import image_strip
 
+from .coords import make_grid
 from .schema import ImageTaskConfig
 
-
-def make_grid(height: int, width: int, device=None) -> torch.Tensor:
-    """(H*W, 2) coordinates in [-1, 1], row-major over the image."""
-    ys = torch.linspace(-1, 1, height, device=device)
-    xs = torch.linspace(-1, 1, width, device=device)
-    y, x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([x, y], dim=-1).reshape(-1, 2)
+__all__ = ["ImageModality", "ImageProblem", "make_grid", "psnr"]
 
 
 def psnr(pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
@@ -94,8 +91,6 @@ class ImageModality:
     @staticmethod
     def reconstruct(store, flat_params: torch.Tensor, device="cpu") -> torch.Tensor:
         """Rows of a store -> (n, C, H, W) images clamped to [0, 1]."""
-        from nefs.stack import stacked_forward
-
         h, w, c = store.modality_info["shape"]
         mean = torch.tensor(store.modality_info["mean"], device=device)
         std = torch.tensor(store.modality_info["std"], device=device)
@@ -108,14 +103,12 @@ class ImageModality:
 
     @classmethod
     def inspect(cls, cfg, store, out, data_path=None, device="cpu") -> dict:
-        from .inspect import run
+        from .inspect import run   # on first use: a store that only decodes rows loads no inspection code
 
         return run(cfg, out, store, data_path, device)
 
     def log_panel(self, forward, params, problem, k: int):
         """Ground truth over reconstruction for the chunk's first ``k`` NeFs, uint8 (H', W'[, C])."""
-        from tasks.loggers import image_strip
-
         k = min(k, problem.gt01.shape[0])
         h, w, c = self.height, self.width, self.channels
         with torch.no_grad():

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from nefs.errors import FitnefError
+from nefs.keyed import key
 
 from ..data_source import DataSource, data_path_note
-from .meshes import MESH_EXTENSIONS, NPZ_KEYS, load_mesh, mesh_files, occupancy_samples, path_seed
+from .meshes import MESH_EXTENSIONS, NPZ_KEYS, load_mesh, mesh_files, occupancy_samples, path_seed, require
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,11 @@ class ShapeData:
 
     def signal(self, i: int) -> tuple:
         return self.reader(int(i))
+
+    def signal_bytes(self, i: int) -> bytes:
+        """Shape i as the store's data fingerprint sees it (nefs/fingerprint.py): its points and occupancy."""
+        points, occupancy = self.signal(i)
+        return np.ascontiguousarray(points, np.float32).tobytes() + np.ascontiguousarray(occupancy, bool).tobytes()
 
 
 def _in_memory(samples: Sequence[dict]) -> Callable[[int], tuple]:
@@ -272,8 +279,6 @@ class Primitives(_Sampled):
         self.per_class, self.classes = per_class, classes
 
     def _read(self) -> ShapeData:
-        from .meshes import require
-
         require("trimesh")
         self._check_sampling()
         self._positive("per_class", self.per_class)
@@ -281,8 +286,6 @@ class Primitives(_Sampled):
         bad = [c for c in classes if c not in PRIMITIVE_CLASSES]
         if bad or not classes:
             raise FitnefError(f"dataset.classes={classes}: choose from {', '.join(PRIMITIVE_CLASSES)}")
-        from nefs.keyed import key
-
         jobs = [(PRIMITIVE_CLASSES.index(c), c, k) for c in classes for k in range(self.per_class)]
         samples, meshes = [], []
         for label, kind, k in _bar(jobs, "primitives"):
@@ -297,6 +300,4 @@ def _bar(items, what: str):
     """A progress bar over slow per-mesh work (only when there is enough of it to watch)."""
     if len(items) < 16:
         return items
-    from tqdm.auto import tqdm
-
     return tqdm(items, desc=f"sampling {what}", unit="mesh", leave=False, dynamic_ncols=True)

@@ -2,7 +2,7 @@
 
     DATA_PATH=./data/ python tasks/shape/fit.py --task=config/shape.py:fit --nef=config/nef.py:SIREN ...
 
-The flags are translated by ``scripts/legacy.py``, which prints the native command
+The flags are translated by ``tasks/legacy.py``, which prints the native command
 (``python -m tasks.fit task=shape ...``) and runs it. ``--dry-run`` only prints it.
 """
 import os
@@ -15,6 +15,6 @@ if __name__ == "__main__":
     sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _here]
     sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
 
-    from scripts.legacy import main
+    from tasks.legacy import main
 
     main(default_task="shape")

@@ -24,6 +24,8 @@ from typing import Optional
 import numpy as np
 
 from nefs.errors import FitnefError
+from nefs.fingerprint import verify_signals
+from tasks.inspect import done_rows, sampled_rows, stats, store_dataset
 
 from .meshes import require, sample_surface
 
@@ -35,19 +37,13 @@ MAX_DRAWN_FACES = 6000                    # renders draw a random subset of bigg
 
 def load_shapes(store, data_path: Optional[str] = None):
     """The ShapeData a store was fitted on, from the store's own record."""
-    from tasks.inspect import store_dataset
-
     reader, ds = store_dataset(store, data_path)
     data = reader.load()
     top = int(store.signal_idx.max()) + 1 if len(store) else 0
     if len(data) < top:
         raise FitnefError(f"dataset {ds.get('name')} at {ds.get('path')} has {len(data)} shapes, the store indexes "
                           f"{top}; point dataset.path at the store's data")
-    from nefs.fingerprint import verify_signals
-
-    from .modality import ShapeModality
-
-    verify_signals(store, ShapeModality(data).signal_bytes, now_dataset=ds, record=False)  # the data it was fitted on?
+    verify_signals(store, data.signal_bytes, now_dataset=ds, record=False)  # the data it was fitted on?
     return data
 
 
@@ -68,7 +64,7 @@ def gt_surface(data, signal: int, loc, scale, n: int, rng) -> tuple:
     if mesh is not None and len(mesh.faces):
         v, f = np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
         return sample_surface(v, f, n, rng), mesh, "mesh surface"
-    from scipy.spatial import cKDTree
+    from scipy.spatial import cKDTree   # scipy comes with the shapes extra (scikit-image): imported where used
 
     pts, occ = data.signal(signal)
     _, nn = cKDTree(pts).query(pts, k=min(9, len(pts)))
@@ -81,7 +77,7 @@ def gt_surface(data, signal: int, loc, scale, n: int, rng) -> tuple:
 
 def chamfer(a: np.ndarray, b: np.ndarray) -> float:
     """Symmetric chamfer distance: (mean_a min_b |a-b| + mean_b min_a |a-b|) / 2."""
-    from scipy.spatial import cKDTree
+    from scipy.spatial import cKDTree   # as in gt_surface
 
     if len(a) == 0 or len(b) == 0:
         return float("nan")
@@ -90,7 +86,7 @@ def chamfer(a: np.ndarray, b: np.ndarray) -> float:
 
 def render(gt_mesh, gt_points, rec_mesh, title: str, path: Path, rng) -> None:
     """Two rows (ground truth, reconstruction) x three views."""
-    import matplotlib
+    import matplotlib   # an optional extra (inspect): imported where used, after choosing the Agg backend
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -136,8 +132,6 @@ def render(gt_mesh, gt_points, rec_mesh, title: str, path: Path, rng) -> None:
 
 
 def run(cfg, out: Path, store, data_path: Optional[str] = None, device="cpu") -> dict:
-    from tasks.inspect import done_rows, sampled_rows, stats
-
     require("trimesh")  # fail early, with the extra to install
     require("matplotlib")
     ins = cfg.inspect

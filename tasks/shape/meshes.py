@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import importlib
 import warnings
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nefs.errors import FitnefError
+from nefs.keyed import key
 
 if TYPE_CHECKING:
     import trimesh
@@ -139,8 +141,4 @@ def mesh_files(folder: Path, extensions=MESH_EXTENSIONS) -> list[Path]:
 
 def path_seed(rel) -> int:
     """A sampling seed that depends only on a file's relative path (adding files changes no other)."""
-    import zlib
-
-    from nefs.keyed import key
-
     return key(zlib.crc32(Path(rel).as_posix().encode()))

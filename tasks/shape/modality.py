@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from nefs.errors import FitnefError
 from nefs.keyed import keyed_uniform
 from nefs.modality import Metric, register
+from nefs.stack import stacked_forward
 
 from .meshes import BOX, require
 from .schema import ShapeTaskConfig
@@ -77,9 +78,8 @@ class ShapeModality:
                 "frame": "original = normalised * scale + loc"}
 
     def signal_bytes(self, i: int) -> bytes:
-        """Shape i as the store's data fingerprint sees it (nefs/fingerprint.py): its points and occupancy."""
-        points, occupancy = self.data.signal(int(i))
-        return np.ascontiguousarray(points, np.float32).tobytes() + np.ascontiguousarray(occupancy, bool).tobytes()
+        """Shape i as the store's data fingerprint sees it (``ShapeData.signal_bytes``)."""
+        return self.data.signal_bytes(i)
 
     def row_arrays(self) -> dict:
         """Per-signal arrays the store keeps with each row (tiled over seeds by the fit)."""
@@ -94,7 +94,7 @@ class ShapeModality:
 
     @classmethod
     def inspect(cls, cfg, store, out, data_path=None, device="cpu") -> dict:
-        from .inspect import run, summary_lines
+        from .inspect import run, summary_lines   # on first use: decoding rows loads no inspection code
 
         if cfg.get("compare"):
             raise FitnefError("compare= is for image stores; inspect shape stores one at a time")
@@ -116,8 +116,6 @@ class ShapeModality:
     def reconstruct(cls, store, flat_params: torch.Tensor, device="cpu", resolution: int = 64) -> torch.Tensor:
         """Rows -> (n, R, R, R) occupancy probabilities on the normalised cube [-0.55, 0.55]^3
         (axis order x, y, z)."""
-        from nefs.stack import stacked_forward
-
         template = store.build_model().to(device)
         params = store.layout.unflatten(flat_params.to(device))
         grid = cls._grid(resolution, device)
