@@ -104,7 +104,8 @@ def open_run_store(plan: RunPlan) -> NefStore:
         modality={"name": cls.name, "class": locator(cls), **plan.modality.attrs()},
         nef=plan.nef_record, metric=cls.metric, versions=versions(), upgrade=upgrade_identity)
     plan.align_shard(store.chunk_rows)  # this shard's chunks (the store may predate this run's chunk)
-    verify_signals(store, plan.modality.signal_bytes, plan.start, plan.end, dataset_record(plan.cfg))  # same data?
+    verify_signals(store, plan.modality.signal_bytes, plan.start, plan.end, dataset_record(plan.cfg),  # same data?
+                   prefetch=getattr(plan.modality, "prefetch", None))  # lazily read signals: a chunk at a time
     store.update_attrs(run_attrs(plan.cfg, plan.sharding))  # dataset location, sharding: for inspect / status
     return store
 
