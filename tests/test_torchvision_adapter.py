@@ -77,8 +77,7 @@ def test_oxford_pets_item_by_item_with_resolution_and_labels(data_path):
 
 def test_fit_through_the_config_group(compose, data_path, tmp_path):
     write_emnist(data_path, n=6)
-    summary = fit(compose("dataset=torchvision", "dataset.name=EMNIST", "+dataset.kwargs.split=letters",
-                          "+dataset.kwargs.train=false", "task.train.num_steps=2", "task.train.compile=false",
+    summary = fit(compose("dataset=torchvision", "dataset.name=EMNIST", "dataset.kwargs={split: letters, train: false}", "task.train.num_steps=2", "task.train.compile=false",
                           "nef.hidden_dim=8"))
     assert summary.fitted == 6 and np.isfinite(summary.metric_mean)
 
