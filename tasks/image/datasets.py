@@ -28,9 +28,9 @@ from PIL import Image
 
 from nefs.errors import FitnefError
 
-from ..data_source import DataSource, data_path_note
+from ..data_source import DataSource, data_path_note, listing_key
 from .download import Remote, base_of, fetch
-from .signals import ArrayImages, ImageSignals, LazyImages, listing_key
+from .signals import ArrayImages, ImageSignals, LazyImages
 
 _RESAMPLE = Image.Resampling.BILINEAR
 _FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
