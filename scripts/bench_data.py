@@ -3,7 +3,12 @@
     python -m scripts.bench_data make /tmp/inet --images 20000          # <root>/imagenet/train/<wnid>/*.JPEG
     python -m scripts.bench_data run /tmp/inet                         # whole range: set-up s, peak RSS
     python -m scripts.bench_data run /tmp/inet --shard 3 --num-shards 10
+    python -m scripts.bench_data setup /tmp/inet --shard 3 --num-shards 10   # the data part alone
 
+``setup`` measures what a process does with the data before it fits: ``plan_run`` (the dataset opened, the
+modality built with its normalisation statistics) and then every image of its range decoded, as the data
+fingerprint does before the first step (``prefetch``, where the code has it; older code decoded the whole
+dataset inside ``plan_run``). It prints the seconds and the peak RSS above the RSS after the imports.
 ``run`` fits one step of tiny NeFs (the fitting is not what is measured) and prints one JSON line: the fit's
 ``setup_s`` (from fit() to the first step: listing, decoding the range for the data fingerprint, store, init),
 the process's peak RSS, and its RSS after the imports (so the data's own share is the difference). Run it with
@@ -74,6 +79,42 @@ def run(root: Path, store: Path, shard, num_shards: int, resolution: int) -> dic
             "rss_after_imports_mb": round(base, 1), "data_peak_mb": round(rss_mb() - base, 1)}
 
 
+def setup(root: Path, shard, num_shards: int, resolution: int) -> dict:
+    import os
+
+    os.environ["DATA_PATH"] = str(root)
+    import tasks
+    from hydra import compose, initialize_config_dir
+
+    from tasks.plan import plan_run
+    from tasks.threads import use_allowed_cpus
+
+    use_allowed_cpus()
+    conf = Path(tasks.__file__).resolve().parents[1] / "conf"
+    overrides = ["dataset=imagenet", "dataset.path=.", f"dataset.resolution={resolution}", "task.train.compile=false",
+                 "task.train.num_parallel_nefs=1000", f"task.num_shards={num_shards}", "task.nef_dir=/nonexistent/x"]
+    if shard is not None:
+        overrides.append(f"task.shard={shard}")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    import torchvision.datasets  # noqa: F401 - an import, not data set-up: loaded before both clocks start
+    from PIL import Image, JpegImagePlugin  # noqa: F401
+
+    base = current_rss_mb()
+    cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    t = time.perf_counter()
+    plan = plan_run(cfg)
+    rows = np.arange(plan.start, plan.end) % plan.signals
+    prefetch = getattr(plan.modality, "prefetch", None)
+    if prefetch is not None:
+        for lo in range(0, len(rows), 1000):   # as the fingerprint does: a store chunk at a time
+            prefetch(rows[lo:lo + 1000])
+    setup_s = time.perf_counter() - t
+    return {"code": str(conf.parent), "range": [plan.start, plan.end], "signals": plan.signals,
+            "data_setup_s": round(setup_s, 2), "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0, 2),
+            "data_peak_mb": round(rss_mb() - base, 1), "rss_after_imports_mb": round(base, 1)}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -81,15 +122,18 @@ def main(argv=None) -> None:
     m.add_argument("root", type=Path)
     m.add_argument("--images", type=int, default=20000)
     m.add_argument("--classes", type=int, default=100)
-    r = sub.add_parser("run")
-    r.add_argument("root", type=Path)
-    r.add_argument("--store", type=Path, default=None, help="default: a fresh folder under /tmp")
-    r.add_argument("--shard", type=int, default=None)
-    r.add_argument("--num-shards", type=int, default=1)
-    r.add_argument("--resolution", type=int, default=32)
+    for name in ("run", "setup"):
+        r = sub.add_parser(name)
+        r.add_argument("root", type=Path)
+        r.add_argument("--store", type=Path, default=None, help="run: default a fresh folder under /tmp")
+        r.add_argument("--shard", type=int, default=None)
+        r.add_argument("--num-shards", type=int, default=1)
+        r.add_argument("--resolution", type=int, default=32)
     args = p.parse_args(argv)
     if args.cmd == "make":
         make(args.root, args.images, args.classes)
+    elif args.cmd == "setup":
+        print(json.dumps(setup(args.root, args.shard, args.num_shards, args.resolution)))
     else:
         import tempfile
 
