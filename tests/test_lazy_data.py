@@ -110,3 +110,20 @@ def test_a_non_image_and_a_wrong_channel_count_name_the_file(tmp_path, folder, m
     assert rgb.shape == (1, 8, 8, 3)
     with pytest.raises(FitnefError, match=f"{folder[0]}.*out_channels=1 but this image has 3 channels"):
         D.ImageFolder(name="folder", path="imgs", out_channels=1).load()   # its sample's first file is RGB
+
+
+def test_a_color_image_outside_the_sample_of_a_gray_set_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_PATH", str(tmp_path))
+    monkeypatch.setattr(S, "STATS_SAMPLE", 2)                        # samples the first and the last file
+    for k in range(5):
+        arr = np.full((4, 4, 3), 90, np.uint8) if k == 2 else np.full((4, 4), 30 * k, np.uint8)
+        save_to = tmp_path / "g" / f"{k}.png"
+        save_to.parent.mkdir(exist_ok=True)
+        Image.fromarray(arr).save(save_to)
+    data = D.ImageFolder(name="folder", path="g").load()
+    assert data.signals.shape == (4, 4, 1)
+    np.testing.assert_array_equal(data.signals.read([1, 3])[..., 0], [np.full((4, 4), 30), np.full((4, 4), 90)])
+    with pytest.raises(FitnefError, match=r"2\.png: a RGB image \(3 channels\) among gray ones.*dataset.out_channels=3"):
+        data.signals.read([2])
+    rgb = D.ImageFolder(name="folder", path="g", out_channels=3).load()
+    np.testing.assert_array_equal(rgb.signals.read([2])[0], np.full((4, 4, 3), 90))
