@@ -128,7 +128,7 @@ def main(argv=None) -> None:
         r.add_argument("--store", type=Path, default=None, help="run: default a fresh folder under /tmp")
         r.add_argument("--shard", type=int, default=None)
         r.add_argument("--num-shards", type=int, default=1)
-        r.add_argument("--resolution", type=int, default=32)
+        r.add_argument("--resolution", type=int, default=64)
     args = p.parse_args(argv)
     if args.cmd == "make":
         make(args.root, args.images, args.classes)

@@ -118,11 +118,13 @@ class ImageDataset(DataSource):
                 cache_folder: Optional[Path] = None) -> LazyImages:
         """Photos decoded to RGB, a square window cropped and resized to ``resolution``, on demand."""
 
+        files = [str(f) for f in files]
+
         def decode(k: int, record) -> np.ndarray:
             img = self._open_image(files[k]).convert("RGB")
             return np.asarray(_crop_resize(img, resolution, crop, offset, self, files[k]))
 
-        key = listing_key([str(f) for f in files], resolution=resolution, crop=crop, offset=offset)
+        key = listing_key(files, resolution=resolution, crop=crop, offset=offset)
         return self._lazy(labels, decode, lambda imgs: {"shape": [resolution, resolution, 3]}, key, cache_folder)
 
 
@@ -486,7 +488,7 @@ class ImageNet(ImageDataset):
                 f"ImageNet class folders {split}/<wnid>/*.JPEG under "
                 f"{(self.root / 'imagenet').absolute()} or {self.root.absolute()}",
             )
-        files = [Path(p) for p, _ in samples]
+        files = [p for p, _ in samples]          # str: a million Path objects would cost ~400 MB
         labels = np.asarray([c for _, c in samples], np.int64)
         return self._photos(files, labels, resolution, cache_folder=folder)
 
