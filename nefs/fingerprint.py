@@ -26,13 +26,19 @@ def _hash(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=8).digest()
 
 
-def chunk_digests(signal_idx: np.ndarray, chunk_rows: int, chunks, signal_bytes: Callable[[int], bytes]) -> Dict[int, int]:
-    """{store chunk: digest of its rows' signals, in row order}; each signal is read and hashed once."""
+def chunk_digests(signal_idx: np.ndarray, chunk_rows: int, chunks, signal_bytes: Callable[[int], bytes],
+                  prefetch: Optional[Callable[[np.ndarray], None]] = None) -> Dict[int, int]:
+    """{store chunk: digest of its rows' signals, in row order}; each signal is read and hashed once.
+    ``prefetch`` (a modality's, optional) is given each chunk's signals first, so that a modality that
+    reads its signals lazily loads them a chunk at a time, in parallel."""
     per_signal = {}
     out = {}
     for c in chunks:
         h = hashlib.blake2b(digest_size=8)
-        for s in signal_idx[c * chunk_rows:(c + 1) * chunk_rows].tolist():
+        rows = signal_idx[c * chunk_rows:(c + 1) * chunk_rows]
+        if prefetch is not None:
+            prefetch(np.unique(rows))
+        for s in rows.tolist():
             if s not in per_signal:
                 per_signal[s] = _hash(signal_bytes(int(s)))
             h.update(per_signal[s])
@@ -59,7 +65,8 @@ def _describe(store, chunk: int, stored: int, now: int, now_dataset: Optional[di
 
 
 def verify_signals(store, signal_bytes: Callable[[int], bytes], start: Optional[int] = None,
-                   end: Optional[int] = None, now_dataset: Optional[dict] = None, record: bool = True) -> int:
+                   end: Optional[int] = None, now_dataset: Optional[dict] = None, record: bool = True,
+                   prefetch: Optional[Callable[[np.ndarray], None]] = None) -> int:
     """Check the data at hand against the store's fingerprints, and return how many chunks were checked.
 
     With a range (a fit): every store chunk overlapping [start, end) is hashed; a recorded hash that differs
@@ -85,7 +92,7 @@ def verify_signals(store, signal_bytes: Callable[[int], bytes], start: Optional[
         chunks = np.flatnonzero((recorded != 0) & has_done)
     else:
         chunks = range(start // n, -(-end // n))
-    digests = chunk_digests(np.asarray(store.signal_idx), n, chunks, signal_bytes)
+    digests = chunk_digests(np.asarray(store.signal_idx), n, chunks, signal_bytes, prefetch)
     for c, now in digests.items():
         if recorded[c] not in (0, now) and has_done[c]:
             raise FitnefError(_describe(store, c, int(recorded[c]), now, now_dataset))

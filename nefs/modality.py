@@ -94,6 +94,9 @@ class Modality(Protocol):
     def signal_bytes(self, i: int) -> bytes:
         """Signal i's content, hashed into the store's data fingerprint (nefs/fingerprint.py)."""
 
+    # optional ``prefetch(signal_idx)``: load these signals now (a modality that reads its signals lazily decodes
+    # them in parallel); the fingerprint gives it each store chunk's signals before hashing them
+
     def problem(self, signal_idx, seeds, nef_idx, train_cfg, device) -> Problem: ...
 
     @classmethod

@@ -101,7 +101,8 @@ def open_run_store(plan: RunPlan):
         log.info("store %s was created with %d-row chunks by another shard; cutting this shard there",
                  store.path, store.chunk_rows)
         plan = plan.cut_at(store.chunk_rows)
-    verify_signals(store, plan.modality.signal_bytes, plan.start, plan.end, dataset_record(plan.cfg))  # same data?
+    verify_signals(store, plan.modality.signal_bytes, plan.start, plan.end, dataset_record(plan.cfg),  # same data?
+                   prefetch=getattr(plan.modality, "prefetch", None))  # lazily read signals: a chunk at a time
     store.update_attrs(run_attrs(plan.cfg, plan.sharding))  # dataset location, sharding: for inspect / status
     return store, plan
 

@@ -19,6 +19,7 @@ RUN_ONLY_KEYS = (
     "task.train.micro_batch", "task.train.kernel", "task.train.continuous", "task.train.meta_init_path",
     "task.train.checkpoint_every",
     "dataset.path", "dataset.out_channels",
+    "dataset.download", "dataset.mirror",   # where the files come from, not what they are (checksums)
 )
 
 # How identities recorded by earlier versions read today (``upgrade_identity``): where identities are compared (a

@@ -1,6 +1,7 @@
 """Dataset readers: each test writes a tiny dataset in the real on-disk format and reads it back."""
 
 import gzip
+import hashlib
 import pickle
 from pathlib import Path
 
@@ -32,8 +33,8 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def write_mnist(root: Path, gzip_train: bool):
-    raw = root / "MNIST" / "raw"
+def write_mnist(root: Path, gzip_train: bool, folder: str = "MNIST"):
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
     x_train, y_train = rand_u8(3, 28, 28), np.array([5, 0, 4], np.uint8)
     x_test, y_test = rand_u8(2, 28, 28), np.array([7, 2], np.uint8)
@@ -49,10 +50,11 @@ def write_mnist(root: Path, gzip_train: bool):
     return np.concatenate([x_train, x_test]), np.array([5, 0, 4, 7, 2])
 
 
-@pytest.mark.parametrize("gzip_train", [False, True])
-def test_mnist_train_then_test(data_path, gzip_train):
-    images, labels = write_mnist(data_path / "sub", gzip_train)
-    data = D.MNIST(name="MNIST", path="sub", out_channels=1).load()
+@pytest.mark.parametrize("gzip_train, cls", [(False, D.MNIST), (True, D.MNIST), (False, D.FashionMNIST),
+                                             (True, D.KMNIST)])
+def test_mnist_train_then_test(data_path, gzip_train, cls):
+    images, labels = write_mnist(data_path / "sub", gzip_train, cls.tv_name)
+    data = cls(name=cls.tv_name, path="sub", out_channels=1).load()
     assert data.images.dtype == np.uint8 and data.images.shape == (5, 28, 28, 1)
     assert data.labels.dtype == np.int64
     np.testing.assert_array_equal(data.images[..., 0], images)
@@ -126,34 +128,95 @@ def test_unknown_option_is_reported_by_load(data_path):
         ds.load()
 
 
-# -- CIFAR10 ----------------------------------------------------------------------------------
+# -- CIFAR10 / CIFAR100 / SVHN (torchvision reads them; it checks each file's MD5) -------------------------
 
 
-def test_cifar10_batches_in_order(data_path):
-    folder = data_path / "cifar-10-batches-py"
-    folder.mkdir()
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    hwc = rand_u8(12, 32, 32, 3)  # two images per batch
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def trust_files(monkeypatch, cls, folder: Path, lists=("train_list", "test_list")):
+    """torchvision checks its files' MD5s: make ``cls`` expect the test's own files."""
+    for attr in lists:
+        monkeypatch.setattr(cls, attr, [[n, md5(folder / n) if (folder / n).exists() else m]
+                                        for n, m in getattr(cls, attr)])
+    if hasattr(cls, "meta"):
+        monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5(folder / cls.meta["filename"])})
+
+
+def write_cifar(folder: Path, tv_cls, n_per_batch=2, label_key="labels", num_classes=10):
+    """The python-pickle batches torchvision reads (str keys, as the real files give after latin1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [n for n, _ in tv_cls.train_list + tv_cls.test_list]
+    hwc = rand_u8(n_per_batch * len(names), 32, 32, 3)
+    labels = []
     for b, name in enumerate(names):
-        chunk = hwc[2 * b: 2 * b + 2]
-        flat = chunk.transpose(0, 3, 1, 2).reshape(2, 3072)  # CHW-flattened, as on disk
-        batch = {b"data": flat, b"labels": [b % 10, (b + 3) % 10]}
-        if name == "test_batch":  # the real files give str keys after latin1 decoding
-            batch = {"data": flat, "labels": [b % 10, (b + 3) % 10]}
-        (folder / name).write_bytes(pickle.dumps(batch))
-    data = D.CIFAR10(name="CIFAR10", path=".").load()
+        chunk = hwc[n_per_batch * b: n_per_batch * (b + 1)]
+        flat = chunk.transpose(0, 3, 1, 2).reshape(n_per_batch, 3072)  # CHW-flattened, as on disk
+        y = [(b + 3 * i) % num_classes for i in range(n_per_batch)]
+        labels += y
+        (folder / name).write_bytes(pickle.dumps({"data": flat, label_key: y}))
+    meta = {tv_cls.meta["key"]: [f"class{i}" for i in range(num_classes)]}
+    (folder / tv_cls.meta["filename"]).write_bytes(pickle.dumps(meta))
+    return hwc, np.asarray(labels)
+
+
+def test_cifar10_batches_in_order(data_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    folder = data_path / "cifar-10-batches-py"
+    hwc, labels = write_cifar(folder, tvd.CIFAR10)
+    trust_files(monkeypatch, tvd.CIFAR10, folder)
+    data = D.CIFAR10(name="CIFAR10", path=".", download=False).load()
     assert data.images.shape == (12, 32, 32, 3) and data.images.dtype == np.uint8
     np.testing.assert_array_equal(data.images, hwc)
+    np.testing.assert_array_equal(data.labels, labels)
     np.testing.assert_array_equal(data.labels, [0, 3, 1, 4, 2, 5, 3, 6, 4, 7, 5, 8])
 
 
-def test_cifar10_corrupt_batch(data_path):
+def test_cifar100_fine_labels(data_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    folder = data_path / "cifar-100-python"
+    hwc, labels = write_cifar(folder, tvd.CIFAR100, n_per_batch=3, label_key="fine_labels", num_classes=100)
+    trust_files(monkeypatch, tvd.CIFAR100, folder)
+    data = D.CIFAR100(name="CIFAR100", path=".", download=False).load()
+    np.testing.assert_array_equal(data.images, hwc)   # train then test
+    np.testing.assert_array_equal(data.labels, labels)
+
+
+def test_cifar10_corrupt_batch(data_path, monkeypatch):
+    import torchvision.datasets as tvd
+
     folder = data_path / "cifar-10-batches-py"
-    folder.mkdir()
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        (folder / name).write_bytes(b"not a pickle")
-    with pytest.raises(FitnefError, match="data_batch_1"):
-        D.CIFAR10(name="CIFAR10", path=".").load()
+    write_cifar(folder, tvd.CIFAR10)
+    trust_files(monkeypatch, tvd.CIFAR10, folder)
+    (folder / "data_batch_1").write_bytes(b"not a pickle")   # its MD5 no longer matches
+    with pytest.raises(FitnefError, match="data_batch_1.*MD5") as err:
+        D.CIFAR10(name="CIFAR10", path=".", download=False).load()
+    assert "\n" not in str(err.value)
+    trust_files(monkeypatch, tvd.CIFAR10, folder)             # right checksum, still not a pickle
+    with pytest.raises(FitnefError, match="CIFAR10: cannot read .*data_batch_1"):
+        D.CIFAR10(name="CIFAR10", path=".", download=False).load()
+
+
+def test_svhn_splits(data_path, monkeypatch):
+    from scipy.io import savemat
+    from torchvision.datasets import SVHN
+
+    parts = {}
+    for split, n in (("train", 3), ("test", 2)):
+        hwc = rand_u8(n, 32, 32, 3)
+        y = np.asarray([10, 1, 9][:n], np.uint8)[:, None]   # SVHN stores digit 0 as 10
+        savemat(data_path / f"{split}_32x32.mat", {"X": hwc.transpose(1, 2, 3, 0), "y": y})
+        parts[split] = (hwc, y[:, 0] % 10)
+    monkeypatch.setattr(SVHN, "split_list", {k: [u, f, md5(data_path / f) if (data_path / f).exists() else m]
+                                             for k, (u, f, m) in SVHN.split_list.items()})
+    data = D.SVHN(name="SVHN", path=".", download=False).load()
+    np.testing.assert_array_equal(data.images, np.concatenate([parts["train"][0], parts["test"][0]]))
+    np.testing.assert_array_equal(data.labels, [0, 1, 9, 0, 1])
+    with pytest.raises(FitnefError, match="split"):
+        D.SVHN(name="SVHN", path=".", split="validation").load()
 
 
 # -- STL10 ------------------------------------------------------------------------------------
@@ -164,8 +227,9 @@ def stl_bytes(hwc: np.ndarray) -> bytes:
     return b"".join(img[:, :, c].flatten(order="F").tobytes() for img in hwc for c in range(3))
 
 
-def test_stl10_orientation_and_splits(data_path):
-    folder = data_path / "stl10_binary"
+def write_stl(folder: Path, monkeypatch):
+    from torchvision.datasets import STL10
+
     folder.mkdir()
     train, test, unlabeled = rand_u8(3, 96, 96, 3), rand_u8(2, 96, 96, 3), rand_u8(2, 96, 96, 3)
     (folder / "train_X.bin").write_bytes(stl_bytes(train))
@@ -173,7 +237,12 @@ def test_stl10_orientation_and_splits(data_path):
     (folder / "test_X.bin").write_bytes(stl_bytes(test))
     (folder / "test_y.bin").write_bytes(bytes([2, 3]))
     (folder / "unlabeled_X.bin").write_bytes(stl_bytes(unlabeled))
+    trust_files(monkeypatch, STL10, folder)
+    return train, test, unlabeled
 
+
+def test_stl10_orientation_and_splits(data_path, monkeypatch):
+    train, test, unlabeled = write_stl(data_path / "stl10_binary", monkeypatch)
     data = D.STL10(name="STL10", path=".").load()
     assert data.images.shape == (5, 96, 96, 3) and data.images.dtype == np.uint8
     np.testing.assert_array_equal(data.images, np.concatenate([train, test]))
@@ -187,16 +256,15 @@ def test_stl10_orientation_and_splits(data_path):
         D.STL10(name="STL10", path=".", split="validation").load()
 
 
-def test_stl10_matches_torchvision_transform(data_path):
-    """Cross-check against torchvision's recipe: (N,3,96,96) -> transpose(0,1,3,2) -> HWC."""
-    folder = data_path / "stl10_binary"
-    folder.mkdir()
-    raw = rand_u8(2 * 3 * 96 * 96)
-    (folder / "train_X.bin").write_bytes(raw.tobytes())
-    (folder / "train_y.bin").write_bytes(bytes([1, 2]))
+def test_stl10_matches_torchvision_items(data_path, monkeypatch):
+    """Cross-check against torchvision's own items (PIL images, upright)."""
+    from torchvision.datasets import STL10
+
+    write_stl(data_path / "stl10_binary", monkeypatch)
     data = D.STL10(name="STL10", path=".", split="train").load()
-    tv = np.transpose(raw.reshape(-1, 3, 96, 96), (0, 1, 3, 2))
-    np.testing.assert_array_equal(data.images, tv.transpose(0, 2, 3, 1))
+    tv = STL10(str(data_path), split="train")
+    for k in range(len(tv)):
+        np.testing.assert_array_equal(data.images[k], np.asarray(tv[k][0]))
 
 
 # -- CelebA -----------------------------------------------------------------------------------
@@ -376,7 +444,11 @@ def test_folder_empty_and_unreadable(data_path):
     "cls, expect",
     [
         (D.MNIST, "MNIST/raw"),
+        (D.FashionMNIST, "FashionMNIST/raw"),
+        (D.KMNIST, "KMNIST/raw"),
         (D.CIFAR10, "cifar-10-batches-py"),
+        (D.CIFAR100, "cifar-100-python"),
+        (D.SVHN, "train_32x32.mat"),
         (D.STL10, "stl10_binary"),
         (D.CelebA, "img_align_celeba"),
         (D.ImageNet, "imagenet/train"),
@@ -385,8 +457,9 @@ def test_folder_empty_and_unreadable(data_path):
     ],
 )
 def test_missing_data_is_one_line_error_with_path(data_path, cls, expect):
+    kwargs = {"download": False} if issubclass(cls, D.Downloadable) else {}
     with pytest.raises(FitnefError) as err:
-        cls(name="X", path="nothing").load()
+        cls(name="X", path="nothing", **kwargs).load()
     msg = str(err.value)
     assert str(data_path / "nothing") in msg and expect in msg
     assert "DATA_PATH" in msg and "expected" in msg and "\n" not in msg
@@ -413,12 +486,14 @@ def test_configs_instantiate():
     from omegaconf import OmegaConf
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "dataset"
-    image_sets = {"mnist", "cifar10", "stl10", "celeba", "imagenet", "tinyimagenet", "folder", "digits"}
+    image_sets = {"mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn", "stl10", "celeba", "imagenet",
+                  "tinyimagenet", "folder", "digits", "torchvision"}
     yamls = [f for f in sorted(conf.glob("*.yaml")) if f.stem in image_sets]
     assert len(yamls) == len(image_sets)
     for file in yamls:
         cfg = OmegaConf.load(file)
-        if OmegaConf.is_missing(cfg, "path"):
-            cfg.path = "somewhere"
+        for key in ("path", "name"):
+            if OmegaConf.is_missing(cfg, key):
+                cfg[key] = "somewhere"
         ds = instantiate(cfg)
         assert isinstance(ds, D.ImageDataset) and not ds._unknown, file.name

@@ -20,7 +20,7 @@ def test_missing_mnist_names_the_offline_sample(tmp_path, monkeypatch):
 
     monkeypatch.setenv("DATA_PATH", str(tmp_path))
     with pytest.raises(FitnefError, match=r"python -m scripts.prepare_mnist_sample"):
-        D.MNIST(name="MNIST", path=".").load()
+        D.MNIST(name="MNIST", path=".", download=False).load()
 
 
 def test_missing_matplotlib_names_the_inspect_extra(monkeypatch):

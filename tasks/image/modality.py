@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from nefs.errors import FitnefError
-from nefs.fingerprint import array_signal_bytes
 from nefs.keyed import keyed_subset
 from nefs.modality import Metric, register
 from nefs.stack import stacked_forward
@@ -17,6 +16,7 @@ from tasks.loggers import image_strip
 
 from .coords import make_grid
 from .schema import ImageTaskConfig
+from .signals import ArrayImages, ImageSignals
 
 __all__ = ["ImageModality", "ImageProblem", "make_grid", "psnr"]
 
@@ -36,14 +36,14 @@ class ImageModality:
     task_schema = ImageTaskConfig
     in_features = 2
 
-    def __init__(self, images: np.ndarray, mean=None, std=None):
-        """images: uint8 (M, H, W, C). mean/std: per channel on [0, 1]; default from the data."""
-        self.images = images
-        m, self.height, self.width, self.channels = images.shape
+    def __init__(self, images, mean=None, std=None):
+        """images: ``ImageSignals`` (tasks/image/signals.py: decoded as rows need them) or a uint8 array
+        (M, H, W, C). mean/std: per channel on [0, 1]; default the dataset-wide values of ``images``."""
+        self.signals = images if isinstance(images, ImageSignals) else ArrayImages(
+            np.asarray(images), np.full(len(images), -1, np.int64))
+        self.height, self.width, self.channels = self.signals.shape
         if mean is None:
-            x = images.reshape(-1, self.channels).astype(np.float64) / 255.0
-            mean = x.mean(axis=0)
-            std = np.sqrt(np.maximum((x ** 2).mean(axis=0) - mean ** 2, 1e-12))
+            mean, std = self.signals.stats()
         self.mean = torch.tensor(np.asarray(mean), dtype=torch.float32)
         self.std = torch.tensor(np.asarray(std), dtype=torch.float32)
 
@@ -51,18 +51,29 @@ class ImageModality:
     def from_data(cls, data, task_cfg=None) -> "ImageModality":
         if task_cfg is not None and not 0 < float(task_cfg.train.masked_portion) <= 1:
             raise FitnefError(f"task.train.masked_portion={task_cfg.train.masked_portion}: must be in (0, 1]")
-        return cls(data.images)
+        signals = getattr(data, "signals", None)
+        return cls(data.images if signals is None else signals)
+
+    @property
+    def images(self) -> np.ndarray:
+        """All images (M, H, W, C) uint8, every one decoded: for tools, not for a fit."""
+        return self.signals.images
 
     @property
     def out_features(self) -> int:
         return self.channels
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return len(self.signals)
 
     def signal_bytes(self, i: int) -> bytes:
-        """Image i as the store's data fingerprint sees it (nefs/fingerprint.py): its size and uint8 pixels."""
-        return array_signal_bytes(self.images, i)
+        """Image i as the store's data fingerprint sees it (nefs/fingerprint.py): its size and uint8 pixels
+        (the bytes ``array_signal_bytes`` gives for the same image in an (M, H, W, C) array)."""
+        return np.asarray(self.signals.shape, np.int64).tobytes() + self.signals.read([int(i)])[0].tobytes()
+
+    def prefetch(self, signal_idx) -> None:
+        """Decode these images now, in parallel (the fingerprint asks for them one by one next)."""
+        self.signals.prefetch(signal_idx)
 
     def attrs(self) -> dict:
         """What a store needs to decode its NeFs without the dataset."""
@@ -74,7 +85,7 @@ class ImageModality:
 
     def targets01(self, signal_idx: np.ndarray, device=None) -> torch.Tensor:
         """(n, H*W, C) ground truth on [0, 1]."""
-        x = torch.from_numpy(self.images[np.asarray(signal_idx)])
+        x = torch.from_numpy(self.signals.read(np.asarray(signal_idx)))
         if torch.device(device or "cpu").type == "cuda":  # uint8 over the bus, asynchronously
             x = x.pin_memory().to(device, non_blocking=True)
         return x.to(device).reshape(len(signal_idx), -1, self.channels).float() / 255.0

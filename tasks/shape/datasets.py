@@ -2,8 +2,11 @@
 
 ``load()`` returns a :class:`ShapeData`: labels, the per-shape normalisation (``loc``, ``scale``:
 original = normalised * scale + loc) and a reader giving one shape's points and occupancies. ShapeNet
-is read lazily, a chunk of files at a time (all of it would not fit in memory); mesh folders and the
-bundled primitives are sampled once into memory. Problems with the user's data are one-line
+is read lazily, a chunk of files at a time (all of it would not fit in memory); a mesh folder is sampled
+lazily too, a mesh when one of the process's rows needs it (then kept); the bundled primitives are made
+once into memory. The per-shape frames, which every row of the store records, are dataset-wide values:
+read once from every file, then cached beside the data (tasks/data_source.py) so that a shard opens only
+its own files. Problems with the user's data are one-line
 :class:`nefs.errors.FitnefError`s raised from ``load()`` (not ``__init__``, which Hydra wraps).
 """
 from __future__ import annotations
@@ -19,8 +22,9 @@ from tqdm.auto import tqdm
 from nefs.errors import FitnefError
 from nefs.keyed import key
 
-from ..data_source import DataSource, data_path_note
-from .meshes import MESH_EXTENSIONS, NPZ_KEYS, load_mesh, mesh_files, occupancy_samples, path_seed, require
+from ..data_source import DataSource, data_path_note, listing_key, read_cached, write_cached
+from .meshes import (MESH_EXTENSIONS, NPZ_KEYS, load_mesh, mesh_files, normalisation, occupancy_samples, path_seed,
+                     require)
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +174,18 @@ class ShapeNet(ShapeDataset):
             np.random.default_rng(int(self.shuffle_seed)).shuffle(order)
         files = [files[i] for i in order]
         labels = np.asarray(labels, np.int64)[order]
-        loc, scale = self._normalisations(files)
+        key = listing_key([f"{f.parent.name}/{f.name}" for f in files], kind="ShapeNet frames")
+        cached = read_cached(self.name, key, base, ("loc", "scale", "max_points"))
+        if cached is None:
+            loc, scale = self._normalisations(files)
+            cached = {"loc": loc.tolist(), "scale": scale.tolist(), "max_points": len(self._signal(files[0])[0])}
+            write_cached(self.name, key, base, cached)
+        loc, scale = np.asarray(cached["loc"], np.float32).reshape(-1, 3), np.asarray(cached["scale"], np.float32)
         # fit-a-nef's files all hold the same number of points: the first one's count is the bound
         # (a larger shape is evaluated on an evenly strided subset of that many points)
         return ShapeData(labels=labels, loc=loc, scale=scale,
                          names=[f"{f.parent.name}/{f.stem}" for f in files], reader=lambda i: self._signal(files[i]),
-                         max_points=len(self._signal(files[0])[0]))
+                         max_points=int(cached["max_points"]))
 
     def _normalisations(self, files) -> tuple:
         loc = np.zeros((len(files), 3), np.float32)
@@ -229,8 +239,34 @@ class MeshFolder(_Sampled):
         classes = sorted({r.parts[0] for r in rel if len(r.parts) > 1})
         index = {c: i for i, c in enumerate(classes)}
         labels = [index[r.parts[0]] if len(r.parts) > 1 else -1 for r in rel]
-        samples = [self._sample(load_mesh(folder / r), path_seed(r), str(folder / r)) for r in _bar(rel, "meshes")]
-        return self._data(samples, labels, [r.as_posix() for r in rel], mesh=lambda i: load_mesh(folder / rel[int(i)]))
+        key = listing_key([r.as_posix() for r in rel], kind="mesh frames")
+        frames = read_cached(self.name, key, folder, ("loc", "scale"))
+        if frames is None:   # every mesh's frame, once: each row of the store records its shape's
+            pairs = [normalisation_of(load_mesh(folder / r), str(folder / r)) for r in _bar(rel, "meshes", "framing")]
+            frames = {"loc": [p[0].tolist() for p in pairs], "scale": [p[1] for p in pairs]}
+            write_cached(self.name, key, folder, frames)
+        sampled: dict = {}
+
+        def reader(i: int) -> tuple:
+            """Mesh i's occupancy samples, made when a row first needs them (seeded by its path) and kept."""
+            if i not in sampled:
+                r = rel[i]
+                sampled[i] = _in_memory([self._sample(load_mesh(folder / r), path_seed(r), str(folder / r))])(0)
+            return sampled[i]
+
+        return ShapeData(labels=np.asarray(labels, np.int64), loc=np.asarray(frames["loc"], np.float32).reshape(-1, 3),
+                         scale=np.asarray(frames["scale"], np.float32), names=[r.as_posix() for r in rel],
+                         reader=reader, max_points=int(self.num_uniform) + int(self.num_near),
+                         mesh=lambda i: load_mesh(folder / rel[int(i)]))
+
+
+def normalisation_of(mesh, name: str) -> tuple:
+    """(loc, scale) of a mesh, as ``occupancy_samples`` normalises it."""
+    try:
+        loc, scale = normalisation(np.asarray(mesh.vertices, dtype=np.float64))
+    except FitnefError as e:
+        raise FitnefError(f"{name}: {e}") from None
+    return loc, scale
 
 
 # -- bundled primitives ---------------------------------------------------------------------------
@@ -296,8 +332,8 @@ class Primitives(_Sampled):
                           mesh=lambda i: meshes[int(i)])
 
 
-def _bar(items, what: str):
+def _bar(items, what: str, doing: str = "sampling"):
     """A progress bar over slow per-mesh work (only when there is enough of it to watch)."""
     if len(items) < 16:
         return items
-    return tqdm(items, desc=f"sampling {what}", unit="mesh", leave=False, dynamic_ncols=True)
+    return tqdm(items, desc=f"{doing} {what}", unit="mesh", leave=False, dynamic_ncols=True)
