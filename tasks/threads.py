@@ -127,16 +127,19 @@ def _positive_int(env: Mapping[str, str], name: str) -> Optional[int]:
     return n
 
 
-@dataclass
+@dataclass(frozen=True)
 class ThreadPlan:
     threads: Optional[int]   # None: leave PyTorch's own choice (OMP_NUM_THREADS given by the user)
     allowed: int
-    sharing: int
+    sharing: int             # fits counted as sharing the allowed CPUs: at least FITNEF_CONCURRENT_JOBS
     why: str
+    adapts: bool = False     # the count follows the fits and the load beside this one (tasks/cpu_share.py)
 
 
 def plan_threads(env: Mapping[str, str], affinity: Optional[set], cgroup: Optional[float],
                  cpu_count: Optional[int]) -> ThreadPlan:
+    """The starting plan: a count fixed by the user (FITNEF_NUM_THREADS, OMP_NUM_THREADS) is kept as it is;
+    otherwise the allowed CPUs split between FITNEF_CONCURRENT_JOBS fits (1 when unset), and adapting."""
     allowed = allowed_cpus(affinity, cgroup, slurm_cpus(env), cpu_count)
     explicit = _positive_int(env, THREADS_ENV)
     if explicit is not None:
@@ -146,31 +149,81 @@ def plan_threads(env: Mapping[str, str], affinity: Optional[set], cgroup: Option
         return ThreadPlan(None, allowed, 1, f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}")
     sharing = sharing or 1
     return ThreadPlan(max(1, allowed // sharing), allowed, sharing,
-                      f"{allowed} CPUs allowed" + (f", shared by {sharing} processes ({JOBS_ENV})" if sharing > 1 else ""))
+                      f"{allowed} CPUs allowed" + (f", shared by {sharing} processes ({JOBS_ENV})" if sharing > 1 else ""),
+                      adapts=True)
+
+
+def _affinity() -> Optional[set]:
+    try:
+        return os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return None
 
 
 def machine_plan(env: Mapping[str, str] = os.environ) -> ThreadPlan:
     """The plan for this process on this machine."""
-    try:
-        affinity = os.sched_getaffinity(0)
-    except (AttributeError, OSError):
-        affinity = None
-    return plan_threads(env, affinity, cgroup_cpus(), os.cpu_count())
+    return plan_threads(env, _affinity(), cgroup_cpus(), os.cpu_count())
+
+
+_share = None   # this process's CpuShare once use_allowed_cpus has run with an adapting plan
 
 
 def use_allowed_cpus(env: Mapping[str, str] = os.environ) -> ThreadPlan:
-    """Size PyTorch's thread pools by ``machine_plan``; call it first thing in an entry point."""
+    """Size PyTorch's thread pools by ``machine_plan`` and, unless the user fixed the count, keep sizing
+    them by the fits and the load beside this one (``recheck_between_steps``); call it first thing in an
+    entry point."""
     import torch
 
+    global _share
     plan = machine_plan(env)
-    if plan.threads is not None:
-        torch.set_num_threads(plan.threads)
+    threads = plan.threads
+    if plan.adapts:
+        from .cpu_share import CpuShare
+
+        affinity = _affinity()
+        if _share is None:
+            _share = CpuShare(plan.allowed, plan.sharing, affinity, quota_limited=affinity is not None
+                              and plan.allowed < len(affinity))
+        threads = _share.start()
+        _inductor_follows_thread_count()
+    if threads is not None:
+        torch.set_num_threads(threads)
         try:
-            torch.set_num_interop_threads(plan.threads)
+            torch.set_num_interop_threads(threads)
         except RuntimeError:  # only allowed before the first inter-op work; harmless if too late
             pass
-    log.info("CPU threads: %d (%s)", torch.get_num_threads(), plan.why)
+    why = _share.why() if plan.adapts else plan.why
+    log.info("CPU threads: %d (%s)", torch.get_num_threads(), why)
     return plan
+
+
+def recheck_between_steps() -> None:
+    """Between two steps: take this fit's current share of the CPUs (cheap: a clock read, a look at the
+    registry and /proc at most every CpuShare.interval_s seconds). Nothing when the count is fixed."""
+    if _share is not None:
+        _share.recheck()
+
+
+def share_cpus_between_steps(on_step):
+    """``on_step`` (the engine's per-step hook) preceded by ``recheck_between_steps``."""
+    def hook(*args, **kwargs):
+        recheck_between_steps()
+        if on_step is not None:
+            on_step(*args, **kwargs)
+
+    return hook
+
+
+def _inductor_follows_thread_count() -> None:
+    """Compiled CPU kernels read the thread count when they run, not when they were compiled: otherwise a
+    fit compiled while it had 1 thread would keep its kernels serial after the others end (and the other way
+    round, 2 threads baked into a fit that now has 1 core)."""
+    try:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.dynamic_threads = True
+    except Exception:  # noqa: BLE001 - no inductor: nothing is compiled
+        pass
 
 
 def concurrent_jobs(launcher_cfg: Mapping, num_jobs: int, allowed: int) -> int:
