@@ -1,19 +1,21 @@
-"""How many CPU threads a fit may use: the CPUs it is allowed, shared with the fits started beside it.
+"""How many CPU threads a fit may use: the CPUs it is allowed, shared with the fits and busy processes beside it.
 
 PyTorch sizes its thread pools from the machine, not from what this process may use: in a container or a
 shared SLURM node with a CPU quota it starts more threads than it gets cores, and two fits started
-together (a joblib multirun of shards, a parallel sweep) each start one per core. Threads that outnumber
-cores spin against each other; two fits at once on 2 cores then each ran 8x slower (issue 16). So each
-fit sets its pools to
+together each start one per core. Threads that outnumber cores wait on each other at every OpenMP barrier;
+two fits at once on 2 cores then each ran 8x slower (issues 16, 24). So each fit starts with
 
-    allowed CPUs // processes sharing them
+    allowed CPUs // FITNEF_CONCURRENT_JOBS (1 when unset)
 
-where *allowed* is the smallest of the affinity mask, the cgroup CPU quota (v2 ``cpu.max``, v1
-``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) and ``SLURM_CPUS_PER_TASK``, and the *processes sharing them*
-come from ``FITNEF_CONCURRENT_JOBS``: the ``ShareCpus`` Hydra callback sets it for the jobs of a multirun
-whose launcher runs jobs at once on this machine (joblib's ``n_jobs``, capped at the number of jobs); set
-it by hand when starting fits side by side yourself. ``FITNEF_NUM_THREADS`` sets the thread count outright;
-an ``OMP_NUM_THREADS`` of the user's (or joblib's, when we know nothing better) is kept.
+threads, where *allowed* is the smallest of the affinity mask, the cgroup CPU quota (v2 ``cpu.max``, v1
+``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) and ``SLURM_CPUS_PER_TASK``, and from then on follows its share
+(tasks/cpu_share.py): the allowed CPUs less those other processes keep busy, split between the fits running
+on this machine, which find each other through a per-user registry (tasks/fit_registry.py) whatever started
+them, and looked at again between steps (``share_cpus_between_steps``). ``FITNEF_CONCURRENT_JOBS`` is only
+a floor on how many fits share the CPUs: the ``ShareCpus`` Hydra callback sets it for the jobs of a joblib
+multirun, whose launcher would otherwise pin each job's threads by ``OMP_NUM_THREADS``; set it by hand for
+fits the registry cannot see (another user's, another container's). ``FITNEF_NUM_THREADS`` sets the thread
+count outright, and an ``OMP_NUM_THREADS`` of the user's is kept: both are fixed for the whole fit.
 
 The functions take their inputs (affinity set, cgroup folder, environment) as arguments so they can be
 tested without the machine they describe.
@@ -251,7 +253,9 @@ def count_jobs(task_overrides) -> int:
 
 class ShareCpus(Callback):
     """At the start of a multirun whose jobs run at once here, tell each job how many share the CPUs
-    (``FITNEF_CONCURRENT_JOBS``, inherited by the launcher's worker processes)."""
+    (``FITNEF_CONCURRENT_JOBS``, inherited by the launcher's worker processes). Without it a joblib job would
+    keep the ``OMP_NUM_THREADS`` joblib sets (cpus // n_jobs, however few jobs there are) instead of its
+    share of the registry (tasks/cpu_share.py), which the count only bounds from below."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         if JOBS_ENV in os.environ or THREADS_ENV in os.environ:

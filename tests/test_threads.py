@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from nefs.errors import FitnefError
 from tasks.threads import (JOBS_ENV, THREADS_ENV, allowed_cpus, cgroup_cpus, concurrent_jobs, count_jobs,
-                           plan_threads, slurm_cpus)
+                           machine_plan, plan_threads, slurm_cpus)
 
 
 def test_cgroup_v2_quota_is_the_tightest_on_the_path(tmp_path):
@@ -245,31 +245,32 @@ class _Flipping:
 
 
 def test_thread_count_changing_mid_fit_leaves_parameters_as_a_fixed_count_does(compose, tmp_path, monkeypatch):
-    """Results depend on the thread count no more than they did when it was fixed for the whole fit."""
+    """Results depend on the thread count no more than they did when it was fixed for the whole fit (on the
+    2-core EPYC: not at all, 1, 2 and changing threads give the same bits)."""
     import numpy as np
+    import torch._inductor.config as inductor_config
 
     import tasks.threads as threads
     from nefs import open_store
     from tasks.fitting import fit
 
     before = torch.get_num_threads()
-    import torch._inductor.config as inductor_config
-
-    monkeypatch.setattr(inductor_config.cpp, "dynamic_threads", True)   # what use_allowed_cpus sets in a fit
     common = ["task.train.num_steps=50", "task.train.end_idx=64", "task.train.compile=true", "scheduler.value=1e-2"]
     params = {}
     try:
         for name, counts in (("one", [1]), ("two", [2]), ("changing", [1, 2, 2, 1, 2])):
             torch.set_num_threads(counts[0])
-            monkeypatch.setattr(threads, "_share", _Flipping(counts) if len(counts) > 1 else None)
+            changing = len(counts) > 1
+            monkeypatch.setattr(threads, "_share", _Flipping(counts) if changing else None)
+            # fixed counts as before issue 24; changing ones with the kernels use_allowed_cpus now compiles
+            monkeypatch.setattr(inductor_config.cpp, "dynamic_threads", changing)
             fit(compose(*common, nef_dir=tmp_path / name))
-            if len(counts) > 1:
+            if changing:
                 assert threads._share.looks >= 50   # it changed between every two steps
             params[name] = np.asarray(open_store(tmp_path / name).params[:64])
     finally:
         torch.set_num_threads(before)
     fixed = np.abs(params["one"] - params["two"]).max()
-    print("DIFFS", fixed, np.abs(params["changing"] - params["one"]).max(), np.abs(params["changing"] - params["two"]).max())
     assert np.abs(params["changing"] - params["one"]).max() <= max(fixed, 1e-5)
     assert np.abs(params["changing"] - params["two"]).max() <= max(fixed, 1e-5)
     assert not np.allclose(params["one"][0], params["one"][1])
