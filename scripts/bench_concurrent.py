@@ -107,7 +107,16 @@ def run_mode(mode: str, args, work: Path) -> dict:
     wall = time.perf_counter() - t - (1.0 if spinner is not None else 0.0)
     fits = args.fits if mode in ("sequential", "by_hand", "by_hand_shared") else 1
     return {"mode": mode, "wall_s": round(wall, 2), "nefs_per_s": round(fits * args.n / wall, 1),
-            "threads": _thread_lines(logs)}
+            "train_s": _train_seconds(work / "run", mode), "threads": _thread_lines(logs)}
+
+
+def _train_seconds(runs: Path, mode: str) -> dict:
+    """Each fit's training loop in seconds (summary.json's train_s: no start-up, data or compile), by run."""
+    out = {}
+    for summary in sorted(runs.glob(f"{mode}*/summary.json")):
+        if summary.parent.name.rstrip("0123456789") == mode:
+            out[summary.parent.name] = round(json.loads(summary.read_text())["train_s"], 2)
+    return out
 
 
 def main(argv=None):

@@ -105,7 +105,7 @@ class CpuShare:
         self._set_threads = set_threads
         self.threads: Optional[int] = None
         self.fits, self.rank = 1, 0
-        self.foreign, self._average = 0, 0.0
+        self.foreign, self._average, self._samples = 0, 0.0, 0
         self._next = 0.0
 
     # -- what the share is ---------------------------------------------------------------------
@@ -123,7 +123,11 @@ class CpuShare:
         sample = self.busy.sample(pids)
         if sample is None:
             return
-        self._average += self.smoothing * (sample - self._average)
+        if self._samples == 0:     # the first covers the start-up (seconds): taken as it is
+            self._average = sample
+        else:
+            self._average += self.smoothing * (sample - self._average)
+        self._samples += 1
         if abs(self._average - self.foreign) >= self.hysteresis:
             self.foreign = min(self.allowed - 1, max(0, round(self._average)))
 

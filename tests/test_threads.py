@@ -350,3 +350,12 @@ def test_two_fits_started_by_hand_split_the_cores_and_the_last_takes_them_back(t
                 p.kill()
                 p.wait()
     assert FitRegistry(runtime / "fitnef-fits").live() == []     # the killed fit's entry counts no more
+
+
+def test_a_fit_started_beside_a_busy_process_gives_it_its_core_at_the_first_look():
+    clock = [0.0]
+    share = CpuShare(2, registry=_FakeRegistry(), busy=_FixedBusy([None, 1.0]), clock=lambda: clock[0],
+                     set_threads=lambda n: None)
+    assert share.start() == 2            # nothing measured yet
+    clock[0] += 5.0                      # data, compile: the first step comes seconds later
+    assert share.recheck() and share.foreign == 1 and share.threads == 1
