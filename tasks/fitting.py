@@ -30,6 +30,7 @@ from .plan import RunPlan, build_engine, plan_run  # noqa: F401  (build_engine: 
 from .preempt import Preemption
 from .progress import Progress
 from .runs import dataset_record, run_attrs
+from .threads import share_cpus_between_steps
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def fit(cfg) -> FitSummary:
     log.info("store %s: %d of [%d, %d) to fit", store.path, len(pending), plan.start, plan.end)
     logger = make_logger(cfg, plan.modality, fitter.template)  # None unless logger=wandb
     progress = Progress(len(pending), int(cfg.task.train.num_steps), plan.modality.metric, cfg.task.log)
-    fitter.on_step = progress.hook(logger)
+    fitter.on_step = share_cpus_between_steps(progress.hook(logger))  # tasks/threads.py: fits come and go
     writer = RowWriter(store, plan, progress, logger)
     t0 = time.perf_counter()
     train_s = fit_rows(plan, fitter, writer, pending)

@@ -1,19 +1,21 @@
-"""How many CPU threads a fit may use: the CPUs it is allowed, shared with the fits started beside it.
+"""How many CPU threads a fit may use: the CPUs it is allowed, shared with the fits and busy processes beside it.
 
 PyTorch sizes its thread pools from the machine, not from what this process may use: in a container or a
 shared SLURM node with a CPU quota it starts more threads than it gets cores, and two fits started
-together (a joblib multirun of shards, a parallel sweep) each start one per core. Threads that outnumber
-cores spin against each other; two fits at once on 2 cores then each ran 8x slower (issue 16). So each
-fit sets its pools to
+together each start one per core. Threads that outnumber cores wait on each other at every OpenMP barrier;
+two fits at once on 2 cores then each ran 8x slower (issues 16, 24). So each fit starts with
 
-    allowed CPUs // processes sharing them
+    allowed CPUs // FITNEF_CONCURRENT_JOBS (1 when unset)
 
-where *allowed* is the smallest of the affinity mask, the cgroup CPU quota (v2 ``cpu.max``, v1
-``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) and ``SLURM_CPUS_PER_TASK``, and the *processes sharing them*
-come from ``FITNEF_CONCURRENT_JOBS``: the ``ShareCpus`` Hydra callback sets it for the jobs of a multirun
-whose launcher runs jobs at once on this machine (joblib's ``n_jobs``, capped at the number of jobs); set
-it by hand when starting fits side by side yourself. ``FITNEF_NUM_THREADS`` sets the thread count outright;
-an ``OMP_NUM_THREADS`` of the user's (or joblib's, when we know nothing better) is kept.
+threads, where *allowed* is the smallest of the affinity mask, the cgroup CPU quota (v2 ``cpu.max``, v1
+``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) and ``SLURM_CPUS_PER_TASK``, and from then on follows its share
+(tasks/cpu_share.py): the allowed CPUs less those other processes keep busy, split between the fits running
+on this machine, which find each other through a per-user registry (tasks/fit_registry.py) whatever started
+them, and looked at again between steps (``share_cpus_between_steps``). ``FITNEF_CONCURRENT_JOBS`` is only
+a floor on how many fits share the CPUs: the ``ShareCpus`` Hydra callback sets it for the jobs of a joblib
+multirun, whose launcher would otherwise pin each job's threads by ``OMP_NUM_THREADS``; set it by hand for
+fits the registry cannot see (another user's, another container's). ``FITNEF_NUM_THREADS`` sets the thread
+count outright, and an ``OMP_NUM_THREADS`` of the user's is kept: both are fixed for the whole fit.
 
 The functions take their inputs (affinity set, cgroup folder, environment) as arguments so they can be
 tested without the machine they describe.
@@ -127,16 +129,19 @@ def _positive_int(env: Mapping[str, str], name: str) -> Optional[int]:
     return n
 
 
-@dataclass
+@dataclass(frozen=True)
 class ThreadPlan:
     threads: Optional[int]   # None: leave PyTorch's own choice (OMP_NUM_THREADS given by the user)
     allowed: int
-    sharing: int
+    sharing: int             # fits counted as sharing the allowed CPUs: at least FITNEF_CONCURRENT_JOBS
     why: str
+    adapts: bool = False     # the count follows the fits and the load beside this one (tasks/cpu_share.py)
 
 
 def plan_threads(env: Mapping[str, str], affinity: Optional[set], cgroup: Optional[float],
                  cpu_count: Optional[int]) -> ThreadPlan:
+    """The starting plan: a count fixed by the user (FITNEF_NUM_THREADS, OMP_NUM_THREADS) is kept as it is;
+    otherwise the allowed CPUs split between FITNEF_CONCURRENT_JOBS fits (1 when unset), and adapting."""
     allowed = allowed_cpus(affinity, cgroup, slurm_cpus(env), cpu_count)
     explicit = _positive_int(env, THREADS_ENV)
     if explicit is not None:
@@ -146,31 +151,81 @@ def plan_threads(env: Mapping[str, str], affinity: Optional[set], cgroup: Option
         return ThreadPlan(None, allowed, 1, f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}")
     sharing = sharing or 1
     return ThreadPlan(max(1, allowed // sharing), allowed, sharing,
-                      f"{allowed} CPUs allowed" + (f", shared by {sharing} processes ({JOBS_ENV})" if sharing > 1 else ""))
+                      f"{allowed} CPUs allowed" + (f", shared by {sharing} processes ({JOBS_ENV})" if sharing > 1 else ""),
+                      adapts=True)
+
+
+def _affinity() -> Optional[set]:
+    try:
+        return os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return None
 
 
 def machine_plan(env: Mapping[str, str] = os.environ) -> ThreadPlan:
     """The plan for this process on this machine."""
-    try:
-        affinity = os.sched_getaffinity(0)
-    except (AttributeError, OSError):
-        affinity = None
-    return plan_threads(env, affinity, cgroup_cpus(), os.cpu_count())
+    return plan_threads(env, _affinity(), cgroup_cpus(), os.cpu_count())
+
+
+_share = None   # this process's CpuShare once use_allowed_cpus has run with an adapting plan
 
 
 def use_allowed_cpus(env: Mapping[str, str] = os.environ) -> ThreadPlan:
-    """Size PyTorch's thread pools by ``machine_plan``; call it first thing in an entry point."""
+    """Size PyTorch's thread pools by ``machine_plan`` and, unless the user fixed the count, keep sizing
+    them by the fits and the load beside this one (``recheck_between_steps``); call it first thing in an
+    entry point."""
     import torch
 
+    global _share
     plan = machine_plan(env)
-    if plan.threads is not None:
-        torch.set_num_threads(plan.threads)
+    threads = plan.threads
+    if plan.adapts:
+        from .cpu_share import CpuShare
+
+        affinity = _affinity()
+        if _share is None:
+            _share = CpuShare(plan.allowed, plan.sharing, affinity, quota_limited=affinity is not None
+                              and plan.allowed < len(affinity))
+        threads = _share.start()
+        _inductor_follows_thread_count()
+    if threads is not None:
+        torch.set_num_threads(threads)
         try:
-            torch.set_num_interop_threads(plan.threads)
+            torch.set_num_interop_threads(threads)
         except RuntimeError:  # only allowed before the first inter-op work; harmless if too late
             pass
-    log.info("CPU threads: %d (%s)", torch.get_num_threads(), plan.why)
+    why = _share.why() if plan.adapts else plan.why
+    log.info("CPU threads: %d (%s)", torch.get_num_threads(), why)
     return plan
+
+
+def recheck_between_steps() -> None:
+    """Between two steps: take this fit's current share of the CPUs (cheap: a clock read, a look at the
+    registry and /proc at most every CpuShare.interval_s seconds). Nothing when the count is fixed."""
+    if _share is not None:
+        _share.recheck()
+
+
+def share_cpus_between_steps(on_step):
+    """``on_step`` (the engine's per-step hook) preceded by ``recheck_between_steps``."""
+    def hook(*args, **kwargs):
+        recheck_between_steps()
+        if on_step is not None:
+            on_step(*args, **kwargs)
+
+    return hook
+
+
+def _inductor_follows_thread_count() -> None:
+    """Compiled CPU kernels read the thread count when they run, not when they were compiled: otherwise a
+    fit compiled while it had 1 thread would keep its kernels serial after the others end (and the other way
+    round, 2 threads baked into a fit that now has 1 core)."""
+    try:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.dynamic_threads = True
+    except Exception:  # noqa: BLE001 - no inductor: nothing is compiled
+        pass
 
 
 def concurrent_jobs(launcher_cfg: Mapping, num_jobs: int, allowed: int) -> int:
@@ -198,7 +253,9 @@ def count_jobs(task_overrides) -> int:
 
 class ShareCpus(Callback):
     """At the start of a multirun whose jobs run at once here, tell each job how many share the CPUs
-    (``FITNEF_CONCURRENT_JOBS``, inherited by the launcher's worker processes)."""
+    (``FITNEF_CONCURRENT_JOBS``, inherited by the launcher's worker processes). Without it a joblib job would
+    keep the ``OMP_NUM_THREADS`` joblib sets (cpus // n_jobs, however few jobs there are) instead of its
+    share of the registry (tasks/cpu_share.py), which the count only bounds from below."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         if JOBS_ENV in os.environ or THREADS_ENV in os.environ:
