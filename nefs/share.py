@@ -50,14 +50,19 @@ def open_group(path):
             return zarr.open_group(store=zarr.storage.ZipStore(text, mode="r"), mode="r")
         return None   # a local folder: the caller's own checks
     scheme = text.split("://", 1)[0].lower()
-    url = f"zip::{text}" if text.endswith(".zip") else text.rstrip("/")
-    try:
-        store = zarr.storage.FsspecStore.from_url(url, read_only=True)
-    except ImportError as e:
-        need = {"http": "aiohttp", "https": "aiohttp", "s3": "s3fs", "hf": "huggingface_hub"}.get(scheme, e.name)
-        raise FitnefError(f"reading {scheme}:// stores needs {need} (pip install 'fitnef[share]' or {need})") from None
-    except ValueError as e:
-        raise FitnefError(f"cannot read {text}: {e}") from None
+    # a zip is read in place by range requests; from a server without them it is downloaded once (simplecache)
+    urls = [f"zip::{text}", f"zip::simplecache::{text}"] if text.endswith(".zip") else [text.rstrip("/")]
+    for i, url in enumerate(urls):
+        try:
+            store = zarr.storage.FsspecStore.from_url(url, read_only=True)
+            break
+        except ImportError as e:
+            need = {"http": "aiohttp", "https": "aiohttp", "s3": "s3fs", "hf": "huggingface_hub"}.get(scheme, e.name)
+            raise FitnefError(f"reading {scheme}:// stores needs {need} (pip install 'fitnef[share]' or {need})") from None
+        except Exception as e:  # no range requests (ValueError), unreachable host, missing file: one line
+            if i + 1 == len(urls):
+                raise FitnefError(f"cannot read a fitnef store at {text}: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else 'not found'}") from None
     try:
         return zarr.open_group(store=store, mode="r")
     except Exception as e:  # fsspec / aiohttp errors of every kind: unreachable host, 404, timeouts
