@@ -56,7 +56,7 @@ def evaluate_store(path, cfg: DictConfig, progress: bool = True) -> dict:
     """Train ``cfg.classifier`` on one store and score it; the report that metrics.json holds."""
     from tqdm.auto import tqdm
 
-    from nefs.splits import check_classes, dataset_name, split_rows
+    from nefs.splits import check_classes, dataset_name
     from nefs.store import open_store
     from nefs.weight_space import GaussianNoise, RandomPermutation, normalization_stats, normalize_mode
 
@@ -68,7 +68,10 @@ def evaluate_store(path, cfg: DictConfig, progress: bool = True) -> dict:
     done = np.flatnonzero(store.done)
     if ev.get("max_rows"):
         done = done[:int(ev.max_rows)]
-    splits = split_rows(store, done, fractions=list(ev.split_fractions), seed=int(ev.split_seed))
+    from .protocols import protocol_splits
+
+    splits, protocol = protocol_splits(store, done, str(ev.get("protocol", "standard")), list(ev.split_fractions),
+                                       int(ev.split_seed))
     classes = check_classes(store, splits, need=[k for k in splits if k != "test" or len(splits[k])])
     num_classes = int(classes.max()) + 1
     labels = store.labels
@@ -141,7 +144,7 @@ def evaluate_store(path, cfg: DictConfig, progress: bool = True) -> dict:
         "best_epoch": best[1], "epochs": epoch + 1, "normalize": mode,
         "augment": {"permute": bool(ev.augment_permute), "noise_std": float(ev.noise_std)},
         "canonical_signs": bool(ev.get("canonical_signs", False)),
-        "rows": {k: int(len(v)) for k, v in splits.items()},
+        "rows": {k: int(len(v)) for k, v in splits.items()}, "protocol": protocol,
         "signals": {k: int(len(np.unique(store.signal_idx[v]))) for k, v in splits.items()},
         "dataset": dataset_name(store), "metric": store.metric_name, "metric_unit": store.metric_info.unit,
         f"store_{store.metric_name}": float(np.nanmean(fit_metric)) if len(fit_metric) else None,
