@@ -49,7 +49,8 @@ class NefStore:
     """A fitted neural dataset. Users get one from ``nefs.open_store(path)``."""
 
     def __init__(self, path, group: zarr.Group, lock_timeout: float = DEFAULT_TIMEOUT_S):
-        self.path = Path(path)
+        # a URL stays a string (Path would fold its "//"); such a store is read-only
+        self.path = str(path) if "://" in str(path) else Path(path)
         self.lock_timeout = float(lock_timeout)   # seconds to wait for another process's write lock
         self.group = group
         attrs = group.attrs
@@ -292,10 +293,15 @@ class NefDataset(torch.utils.data.Dataset):
 
 
 def open_store(path, lock_timeout: float = DEFAULT_TIMEOUT_S) -> NefStore:
-    path = Path(path)
-    if not (path / "zarr.json").exists():
-        raise FitnefError(f"no fitnef store at {path} (expected a zarr group with zarr.json)")
-    group = zarr.open_group(str(path), mode="r")
+    """The store at ``path``: a folder, or read-only a ``.zip`` of one or a URL (http(s), s3, hf: nefs.share)."""
+    from .share import open_group
+
+    group = open_group(path)
+    if group is None:
+        path = Path(path)
+        if not (path / "zarr.json").exists():
+            raise FitnefError(f"no fitnef store at {path} (expected a zarr group with zarr.json)")
+        group = zarr.open_group(str(path), mode="r")
     if "param_layout" not in group.attrs:
         raise FitnefError(f"{path} is a zarr group but not a fitnef store (no param_layout attribute)")
     if not group.attrs.get("complete"):

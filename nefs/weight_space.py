@@ -218,7 +218,13 @@ class ChunkedRows(torch.utils.data.IterableDataset):
     For stores too large to hold in memory: reading one row per ``__getitem__`` decompresses a
     whole chunk for every row; this reads each chunk once per epoch (chunks in random order when
     ``shuffle``, rows shuffled within a buffer of ``buffer_chunks`` chunks) and yields ready batches,
-    so wrap it in ``DataLoader(ds, batch_size=None)``."""
+    so wrap it in ``DataLoader(ds, batch_size=None)``.
+
+    The shuffle order is keyed by (seed, epoch). Call ``set_epoch(e)`` before each epoch, as with
+    ``DistributedSampler``: the loader hands that epoch to its workers, so every epoch differs and is
+    reproducible whatever ``num_workers``. Without it the epoch advances by itself in this process, and in
+    ``DataLoader`` workers (fresh copies of the dataset each epoch, whose advance is lost) the order is keyed
+    by the loader's per-epoch base seed instead, so epochs still differ."""
 
     def __init__(self, store, rows=None, batch_size: int = 256, shuffle: bool = True, buffer_chunks: int = 4,
                  transform=None, seed: int = 0):
@@ -228,15 +234,24 @@ class ChunkedRows(torch.utils.data.IterableDataset):
         self.buffer_chunks, self.transform, self.seed = max(1, int(buffer_chunks)), transform, int(seed)
         self.chunk = store.params.chunks[0]
         self.epoch = 0
+        self._epoch_set = False   # set_epoch was called: the caller numbers the epochs
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of the next pass (its shuffle order); call it before each epoch."""
+        self.epoch, self._epoch_set = int(epoch), True
 
     def __len__(self):
         return -(-len(self.rows) // self.batch_size)
 
     def __iter__(self):
-        rng = np.random.default_rng((self.seed, self.epoch))
-        self.epoch += 1
-        ids = np.unique(self.rows // self.chunk)
         info = torch.utils.data.get_worker_info()
+        if self._epoch_set or info is None:
+            rng = np.random.default_rng((self.seed, self.epoch))
+        else:   # a worker's copy: the loader's base seed, new every epoch (seed - id: the same in all workers)
+            rng = np.random.default_rng((self.seed, int(info.seed) - int(info.id)))
+        if not self._epoch_set:
+            self.epoch += 1
+        ids = np.unique(self.rows // self.chunk)
         if info is not None:  # workers share the chunks, never a row twice
             ids = ids[info.id::info.num_workers]
         if self.shuffle:

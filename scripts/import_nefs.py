@@ -1,10 +1,15 @@
 """Import a neural dataset written by another project into a fitnef store.
 
+    python -m scripts.import_nefs dwsnets <mnist-inrs or fmnist_inrs folder> <store> [--num-train 60000]
+    python -m scripts.import_nefs nfn <siren_mnist_wts folder> <store>        # originals + aug copies as seeds
     python -m scripts.import_nefs fit-a-nef <folder of nefs_<start>-<end>.hdf5> <store> --dataset MNIST
     python -m scripts.import_nefs state-dicts <folder of *.pth> <store> [--nef siren --hidden-dim 32 ...]
 
-fit-a-nef's files do not record SIREN's omega_0 (``--omega-0``, default fit-a-nef's 8) nor how the
-images were standardised: ``--dataset MNIST|CIFAR10`` takes fit-a-nef's own statistics, or give
+DWSNets and NFN folders are read in their own layouts (tasks/image/inr_formats.py): the NeF is their SIREN
+(nef=siren_dwsnets / siren_nfn), the pixel statistics their output's (0.5 / 1, 0.5 / 0.5), NFN's row-first
+grid turned into fitnef's. fit-a-nef's HDF5 files do not record SIREN's omega_0 nor how the images were
+standardised: the folder's nef.json / cfg.json give them where present (fitnef's export writes both), else
+``--omega-0`` (default fit-a-nef's 8) and ``--dataset MNIST|CIFAR10`` (fit-a-nef's own statistics), or
 ``--shape H,W,C --mean ... --std ...``. With ``--data <conf/dataset name>`` (and ``--data-path``) the
 store also records where the images are, so ``tasks.inspect`` works on it, and the import reconstructs
 every NeF and stores its PSNR (printed at the end). The store then works with build_model,
@@ -23,7 +28,7 @@ from tasks.image import formats
 from tasks.image.inspect import load_images
 from tasks.image.modality import psnr
 
-FORMATS = ("fit-a-nef", "state-dicts")
+FORMATS = ("dwsnets", "nfn", "fit-a-nef", "state-dicts")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -75,7 +80,8 @@ def main(argv=None) -> None:
     ap.add_argument("--shape", help="H,W,C of the images")
     ap.add_argument("--mean", help="per-channel mean on [0, 1] the NeFs' targets were standardised with")
     ap.add_argument("--std", help="per-channel std")
-    ap.add_argument("--omega-0", type=float, default=8.0, help="SIREN omega_0 (fit-a-nef: not in its files)")
+    ap.add_argument("--omega-0", type=float, help="SIREN omega_0 (fit-a-nef: nef.json's, else 8)")
+    ap.add_argument("--num-train", type=int, help="dwsnets: training INRs come first (default: as many as found)")
     ap.add_argument("--num-signals", type=int, help="fit-a-nef: signals per seed (default: all rows, one seed)")
     ap.add_argument("--nef", choices=["siren", "mlp"], help="state dicts without fitnef.json: the NeF type")
     ap.add_argument("--hidden-dim", type=int, default=32)
@@ -88,7 +94,14 @@ def main(argv=None) -> None:
     with reported_as_one_line():
         kw = dict(dataset=args.dataset, shape=_numbers(args.shape, int, "--shape"), mean=_numbers(args.mean),
                   std=_numbers(args.std, flag="--std"))
-        if args.format == "fit-a-nef":
+        if args.format in ("dwsnets", "nfn"):
+            from tasks.image import inr_formats
+
+            shape = kw["shape"]
+            store = (inr_formats.import_dwsnets(args.source, args.store, shape=shape or (28, 28, 1),
+                                                num_train=args.num_train) if args.format == "dwsnets"
+                     else inr_formats.import_nfn(args.source, args.store, shape=shape))
+        elif args.format == "fit-a-nef":
             store = formats.import_fit_a_nef(args.source, args.store, omega_0=args.omega_0,
                                              num_signals=args.num_signals, **kw)
         elif args.format == "state-dicts":
@@ -98,7 +111,7 @@ def main(argv=None) -> None:
                        "num_layers": args.num_layers, "in_features": args.in_features,
                        "out_features": args.out_features}
                 if args.nef == "siren":
-                    nef["omega_0"] = args.omega_0
+                    nef["omega_0"] = 8.0 if args.omega_0 is None else args.omega_0
             store = formats.import_state_dicts(args.source, args.store, nef=nef, **kw)
         else:
             raise FitnefError(f"unknown format {args.format!r}; allowed: {', '.join(FORMATS)}")

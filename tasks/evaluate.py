@@ -11,7 +11,7 @@ split is scored with the weights of the best validation epoch. Writes into the H
   accuracy, rows and signals per split, the store's mean PSNR;
 - ``confusion.png``: the test confusion matrix (rows: true class, columns: predicted);
 - with ``compare=[<store>,...]``: every store trained and tested the same way, ``compare.md`` /
-  ``compare.json`` (one table) and ``accuracy_vs_psnr.png`` (needs matplotlib, ``fitnef[inspect]``).
+  ``compare.json`` (one table) and ``accuracy_vs_<metric>.png`` (the stores' fit metric: psnr, iou) (needs matplotlib, ``fitnef[inspect]``).
 
 Fit-a-nef's finding to check with it: a shared initialisation (``task.train.fixed_init=true``)
 makes the weights far easier to classify than a random one, at a similar PSNR.
@@ -54,7 +54,7 @@ def evaluate_store(path, cfg: DictConfig, progress: bool = True) -> dict:
     """Train ``cfg.classifier`` on one store and score it; the report that metrics.json holds."""
     from tqdm.auto import tqdm
 
-    from nefs.splits import check_classes, dataset_name, split_rows
+    from nefs.splits import check_classes, dataset_name
     from nefs.store import open_store
     from nefs.weight_space import GaussianNoise, RandomPermutation, normalization_stats, normalize_mode
 
@@ -66,7 +66,10 @@ def evaluate_store(path, cfg: DictConfig, progress: bool = True) -> dict:
     done = np.flatnonzero(store.done)
     if ev.get("max_rows"):
         done = done[:int(ev.max_rows)]
-    splits = split_rows(store, done, fractions=list(ev.split_fractions), seed=int(ev.split_seed))
+    from .protocols import protocol_splits
+
+    splits, protocol = protocol_splits(store, done, str(ev.get("protocol", "standard")), list(ev.split_fractions),
+                                       int(ev.split_seed))
     classes = check_classes(store, splits, need=[k for k in splits if k != "test" or len(splits[k])])
     num_classes = int(classes.max()) + 1
     labels = store.labels
@@ -131,7 +134,7 @@ def evaluate_store(path, cfg: DictConfig, progress: bool = True) -> dict:
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (truth, pred), 1)
     per_class = {int(c): float(confusion[c, c] / confusion[c].sum()) for c in classes}
-    psnr = store.metric[done]
+    fit_metric = store.metric[done]   # the store's own metric: psnr for images and audio, iou for shapes
     return {
         "store": str(store.path), "classifier": str(cfg.classifier.name), "accuracy": test_acc,
         "val_accuracy": best[0], "train_accuracy": train_acc, "per_class_accuracy": per_class,
@@ -139,10 +142,10 @@ def evaluate_store(path, cfg: DictConfig, progress: bool = True) -> dict:
         "best_epoch": best[1], "epochs": epoch + 1, "normalize": mode,
         "augment": {"permute": bool(ev.augment_permute), "noise_std": float(ev.noise_std)},
         "canonical_signs": bool(ev.get("canonical_signs", False)),
-        "rows": {k: int(len(v)) for k, v in splits.items()},
+        "rows": {k: int(len(v)) for k, v in splits.items()}, "protocol": protocol,
         "signals": {k: int(len(np.unique(store.signal_idx[v]))) for k, v in splits.items()},
-        "dataset": dataset_name(store), "metric": store.metric_name,
-        f"store_{store.metric_name}": float(np.nanmean(psnr)) if len(psnr) else None,
+        "dataset": dataset_name(store), "metric": store.metric_name, "metric_unit": store.metric_info.unit,
+        f"store_{store.metric_name}": float(np.nanmean(fit_metric)) if len(fit_metric) else None,
         "fixed_init": (store.config.get("task", {}).get("train", {}) or {}).get("fixed_init"),
         "wall_s": time.perf_counter() - start,
     }
@@ -172,24 +175,34 @@ def confusion_png(confusion: np.ndarray, classes, path: Path, cell: int = 40) ->
 
 
 def compare_table(reports) -> str:
-    lines = ["| store | classifier | fixed_init | psnr (dB) | val acc | test acc | rows (train/val/test) |",
+    """One row per store; the fit's metric column named by the stores' own metric (psnr (dB), iou), or by
+    each row when stores of different metrics are compared."""
+    names = {(r["metric"], r.get("metric_unit", "")) for r in reports}
+    one = len(names) == 1
+    metric, unit = next(iter(names))
+    head = (f"{metric} ({unit})" if unit else metric) if one else "fit metric"
+    lines = [f"| store | classifier | fixed_init | {head} | val acc | test acc | rows (train/val/test) |",
              "|---|---|---|---|---|---|---|"]
     for r in reports:
         p = r.get(f"store_{r['metric']}")
+        value = "-" if p is None else f"{p:.2f}" if r.get("metric_unit") == "dB" else f"{p:.4f}"
+        if not one:
+            value = f"{r['metric']} {value}"
         lines.append(f"| {r['store']} | {r['classifier']} | {r['fixed_init']} | "
-                     f"{'-' if p is None else f'{p:.2f}'} | {r['val_accuracy']:.4f} | {r['accuracy']:.4f} | "
+                     f"{value} | {r['val_accuracy']:.4f} | {r['accuracy']:.4f} | "
                      f"{r['rows']['train']}/{r['rows']['val']}/{r['rows']['test']} |")
     return "\n".join(lines)
 
 
-def accuracy_vs_psnr_png(reports, path: Path) -> bool:
+def accuracy_vs_metric_png(reports, path: Path) -> bool:
+    """Test accuracy against each store's mean fit metric (psnr, iou: the stores' own)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.warning("accuracy_vs_psnr.png needs matplotlib: pip install 'fitnef[inspect]'")
+        log.warning(f"{path.name} needs matplotlib: pip install 'fitnef[inspect]'")
         return False
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in reports:
@@ -228,7 +241,7 @@ def run(cfg: DictConfig, out: Path) -> list:
         table = compare_table(reports)
         (out / "compare.md").write_text(table + "\n")
         (out / "compare.json").write_text(json.dumps(reports, indent=1))
-        accuracy_vs_psnr_png(reports, out / "accuracy_vs_psnr.png")
+        accuracy_vs_metric_png(reports, out / f"accuracy_vs_{reports[0]['metric']}.png")
         print(table)
     return reports
 

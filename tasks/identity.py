@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 RUN_ONLY_KEYS = (
     "device", "logger", "hydra",
+    "export",                         # the default format of scripts.export_nefs (recorded as a store attribute)
     "task.modality",                  # where the modality's code lives, not what it computes
     "task.nef_dir", "task.shard", "task.num_shards", "task.log",
     "task.train.start_idx", "task.train.end_idx", "task.train.num_parallel_nefs", "task.train.compile",

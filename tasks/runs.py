@@ -84,8 +84,11 @@ def dataset_record(cfg: DictConfig) -> dict:
 
 
 def run_attrs(cfg: DictConfig, sharding: Optional[dict]) -> dict:
-    """Store attributes recorded by every fit (latest run wins): ``dataset``, and ``shards`` if sharded."""
+    """Store attributes recorded by every fit (latest run wins): ``dataset``, ``export`` (the default format of
+    scripts.export_nefs), and ``shards`` if sharded."""
     out = {"dataset": dataset_record(cfg)}
+    if cfg.get("export") is not None:
+        out["export"] = OmegaConf.to_container(cfg.export, resolve=True)
     if sharding is not None:
         out["shards"] = sharding
     return out

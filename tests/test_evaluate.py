@@ -36,7 +36,7 @@ def test_invariant_model_ignores_hidden_neuron_order_and_the_flat_one_does_not()
         assert not torch.allclose(flat_model(permuted), flat_model(flat), atol=1e-3)
 
 
-def labelled_store(path, rows=200, classes=4):
+def labelled_store(path, rows=200, classes=4, metric=None):
     """Rows whose parameters carry their label (a class-dependent offset), so a classifier can learn it."""
     rng = np.random.default_rng(0)
 
@@ -44,7 +44,7 @@ def labelled_store(path, rows=200, classes=4):
         offsets = rng.normal(size=(classes, size))
         return offsets[labels] + 0.3 * rng.normal(size=(len(labels), size))
 
-    return make_store(path, rows=rows, seeds=2, classes=classes, chunk=64, params=params)
+    return make_store(path, rows=rows, seeds=2, classes=classes, chunk=64, params=params, metric=metric)
 
 
 @pytest.mark.parametrize("classifier", ["mlp", "invariant"])
@@ -79,6 +79,20 @@ def test_compare_writes_one_table(tmp_path):
     table = (out / "compare.md").read_text()
     assert len(reports) == 2 and str(tmp_path / "b") in table and table.count("\n") == 4
     assert len(json.loads((out / "compare.json").read_text())) == 2
+
+
+def test_a_store_scored_by_iou_is_reported_by_iou(tmp_path):
+    from tasks.evaluate import run
+
+    labelled_store(tmp_path / "a", metric=Metric("iou", "", True))
+    labelled_store(tmp_path / "b", metric=Metric("iou", "", True))
+    cfg = compose_evaluate(f"task.nef_dir={tmp_path / 'a'}", f"compare=[{tmp_path / 'b'}]", "evaluate.max_epochs=2")
+    out = tmp_path / "out"
+    out.mkdir()
+    report = run(cfg, out)[0]
+    assert report["metric"] == "iou" and report["store_iou"] == pytest.approx(0.75) and "store_psnr" not in report
+    table = (out / "compare.md").read_text()
+    assert "| iou |" in table and "psnr" not in table and "| 0.7500 |" in table
 
 
 def test_bad_stores_are_one_line_errors(tmp_path):

@@ -164,7 +164,7 @@ def test_a_fitted_store_exported_and_imported_reconstructs_to_its_psnr(tmp_path,
                 "task.train.num_parallel_nefs=6", nef_dir=tmp_path / "fitted"))
     fitted = open_store(tmp_path / "fitted")
     export_nefs.main(["fit-a-nef", str(tmp_path / "fitted"), str(tmp_path / "fan")])
-    assert sorted(p.name for p in (tmp_path / "fan").iterdir()) == ["nefs_0-6.hdf5", "nefs_6-12.hdf5"]
+    assert sorted(p.name for p in (tmp_path / "fan").iterdir()) == ["cfg.json", "nef.json", "nefs_0-6.hdf5", "nefs_6-12.hdf5"]
     info = fitted.modality_info
     import_nefs.main(["fit-a-nef", str(tmp_path / "fan"), str(tmp_path / "back"), "--shape", "28,28,1",
                       "--mean", repr(info["mean"][0]), "--std", repr(info["std"][0]), "--data", "digits",

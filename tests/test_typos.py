@@ -18,7 +18,7 @@ def _run(module, *args):
 
 @pytest.mark.parametrize("module, args, expected", [
     ("tasks.fit", ["nef=sirn"], "error: nef=sirn: no such option; did you mean nef=siren? (choices: fouriernet, "
-                                "gabornet, mlp, rffnet, siren, siren_audio, siren_scaled, siren_shape)"),
+                                "gabornet, mlp, rffnet, siren, siren_audio, siren_dwsnets, siren_nfn, siren_scaled, siren_shape)"),
     ("tasks.fit", ["task.train.num_step=10"], "error: task.train.num_step=10: no such key; did you mean "
                                               "task.train.num_steps?"),
     ("tasks.fit", ["+task.train.num_step=10"], "error: +task.train.num_step=10: no such key, so nothing would read "

@@ -19,7 +19,7 @@ def random_rows(module, n, seed=0):
     return layout, torch.randn(n, layout.size, generator=gen)
 
 
-def make_store(path, rows=40, seeds=2, classes=4, chunk=8, dataset=None, nef=None, params=None):
+def make_store(path, rows=40, seeds=2, classes=4, chunk=8, dataset=None, nef=None, params=None, metric=None):
     """A store of ``params`` (default random) SIREN rows: ``rows`` NeFs of rows // seeds signals; all done.
     ``params`` may be a function of the labels."""
     nef = nef or {"_target_": "nefs.SIREN", "name": "SIREN", "hidden_dim": 8, "num_layers": 3, "omega_0": 8.0}
@@ -30,14 +30,15 @@ def make_store(path, rows=40, seeds=2, classes=4, chunk=8, dataset=None, nef=Non
     store = NefStore.create_or_open(
         path, identity={"test": 1}, num_rows=rows, layout=layout,
         rows={"labels": sig % classes, "signal_idx": sig, "seed": np.arange(rows) // m}, chunk_rows=chunk,
-        modality={"name": "image", "shape": [6, 6, 1], "mean": [0.5], "std": [0.25]}, nef=nef, metric=Metric("psnr", "dB"))
+        modality={"name": "image", "shape": [6, 6, 1], "mean": [0.5], "std": [0.25]}, nef=nef,
+        metric=metric or Metric("psnr", "dB"))
     if dataset:
         store.update_attrs({"dataset": dataset})
     if params is None:
         params = torch.randn(rows, layout.size, generator=torch.Generator().manual_seed(1)).numpy() * 0.5
     elif callable(params):
         params = params(sig % classes, layout.size)
-    store.write_rows(np.arange(rows), params, np.full(rows, 20.0), np.full(rows, 10))
+    store.write_rows(np.arange(rows), params, np.full(rows, 0.75 if metric else 20.0), np.full(rows, 10))
     return open_store(path)
 
 
@@ -170,3 +171,22 @@ def test_canonical_signs_keep_a_siren_and_make_hidden_biases_non_negative():
     f = stacked_forward(module)
     with torch.no_grad():
         assert torch.allclose(f(layout.unflatten(canon), coords), f(layout.unflatten(flat), coords), atol=1e-6)
+
+
+def _order(ds, workers):
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
+    return torch.cat([b[0][:, 0] for b in loader]).numpy()
+
+
+def test_chunked_rows_epochs_differ_with_workers_and_follow_set_epoch(tmp_path):
+    store = make_store(tmp_path / "s", rows=40, seeds=1, chunk=4)
+    ds = ChunkedRows(store, batch_size=5, shuffle=True, buffer_chunks=2)
+    one, two = _order(ds, 2), _order(ds, 2)     # fresh worker copies each epoch
+    assert sorted(one) == sorted(two) and not np.array_equal(one, two)
+    ds.set_epoch(3)
+    a, b = _order(ds, 2), _order(ds, 2)
+    ds.set_epoch(4)
+    c = _order(ds, 2)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)   # the epoch set, not how often it ran
+    ds.set_epoch(3)
+    assert np.array_equal(np.sort(_order(ds, 0)), np.sort(a))

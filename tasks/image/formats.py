@@ -1,14 +1,20 @@
-"""Neural datasets in the formats other projects read and write: fit-a-nef's HDF5 files and folders
-of per-network PyTorch state dicts (the layout DWSNets and NFN publish their INR datasets in).
+"""Neural datasets in the formats other projects read and write: fit-a-nef's HDF5 files (the layout of the
+neural-field-arena datasets) and fitnef's own folders of per-network state dicts. DWSNets' and NFN's
+layouts are in ``inr_formats``.
 
 fit-a-nef (``trainer.save``) writes one ``nefs_<start>-<end>.hdf5`` per fitted range of NeF indices:
 ``params`` (n, P) float32, the flax parameters of each NeF concatenated in the order of
 ``param_config``, a (1,) variable-length string holding ``json.dumps([[name, shape], ...])``,
 and one dataset per signal attribute (``labels``). Names are flax paths (``kernel_net_0.linear.kernel``,
 ``output_linear.bias`` for SIREN; ``Dense_<i>.kernel`` for MLP) and kernels are (in, out), where a
-torch ``Linear.weight`` is (out, in); the file does not record the NeF's hyper-parameters that the
-shapes do not show (SIREN's omega_0) nor the image statistics needed to decode, so those are given
-at import. h5py is needed only here (``pip install 'fitnef[formats]'``).
+torch ``Linear.weight`` is (out, in). Beside the files its fit task stores ``nef.json`` (the NeF config its
+inspect task rebuilds the model from) and ``cfg.json`` (the task config); the export writes both. The HDF5
+files do not record the NeF's hyper-parameters that the shapes do not show (SIREN's omega_0) nor the
+image statistics needed to decode, so an import without ``nef.json`` takes those as arguments.
+h5py is needed only here (``pip install 'fitnef[formats]'``).
+
+``state-dicts`` is fitnef's own layout, not another project's: ``<label>/nef_<row>.pth`` with fitnef's
+parameter names plus a ``fitnef.json`` index (the NeF, the image statistics, each file's row).
 """
 import json
 import re
@@ -64,7 +70,7 @@ def nef_from_flax_names(config: Dict[str, tuple], omega_0: float = 8.0) -> dict:
 
 def flax_names(nef: dict) -> List[tuple]:
     """[(fitnef name, flax name)] in fit-a-nef's file order (layer by layer, bias before kernel)."""
-    kind = str(nef.get("name") or nef.get("_target_", "")).rsplit(".", 1)[-1]
+    kind = str(nef.get("_target_") or nef.get("name", "")).rsplit(".", 1)[-1]
     layers = int(nef.get("num_layers", 3))
     if kind == "SIREN":
         pairs = [(f"layers.{i}", f"kernel_net_{i}.linear") for i in range(layers - 1)] + [("output", "output_linear")]
@@ -118,13 +124,22 @@ def fit_a_nef_files(folder) -> List[tuple]:
 
 
 def import_fit_a_nef(folder, store_path, *, dataset: Optional[str] = None, shape=None, mean=None, std=None,
-                     omega_0: float = 8.0, num_signals: Optional[int] = None) -> NefStore:
+                     omega_0: Optional[float] = None, num_signals: Optional[int] = None) -> NefStore:
     """fit-a-nef files -> a fitnef store (rows at their NeF indices; psnr left NaN, see scripts.import_nefs).
 
     ``num_signals`` M: NeF i fitted signal i % M with the (i // M)-th seed (fit-a-nef's indexing);
-    default: the number of NeFs (one seed)."""
+    default: the number of NeFs (one seed). omega_0, the dataset and its statistics default to what the
+    folder's nef.json / cfg.json say (fit-a-nef's default omega_0 8 without them)."""
     h5py = _h5py()
     files = fit_a_nef_files(folder)
+    saved_nef, saved_cfg = (json.loads((Path(folder) / n).read_text()) if (Path(folder) / n).exists() else {}
+                            for n in ("nef.json", "cfg.json"))
+    if omega_0 is None:
+        omega_0 = float((saved_nef.get("params") or {}).get("omega_0", 8.0))
+    ours = saved_cfg.get("fitnef") or {}
+    pixels = ours.get("pixels") or {}
+    dataset = dataset or (saved_cfg.get("dataset") or {}).get("name")
+    shape, mean, std = shape or ours.get("shape"), mean or pixels.get("mean"), std or pixels.get("std")
     chunks, config = [], None
     for start, end, path in files:
         with h5py.File(path, "r") as f:
@@ -169,8 +184,44 @@ def import_fit_a_nef(folder, store_path, *, dataset: Optional[str] = None, shape
     return store
 
 
+def fit_a_nef_configs(store) -> tuple:
+    """(nef.json, cfg.json) as fit-a-nef's fit task stores them (config/utils.py store_cfg: its NeF config with
+    ``params.output_dim``; its task config with the dataset, optimizer and scheduler), from the store."""
+    nef = dict(store.attrs["nef"])
+    kind = str(nef.get("_target_", "")).rsplit(".", 1)[-1]
+    params = {"hidden_dim": int(nef["hidden_dim"]), "num_layers": int(nef["num_layers"]),
+              "output_dim": int(nef["out_features"])}
+    if kind == "SIREN":
+        params["omega_0"] = float(nef["omega_0"])
+    config = store.config if isinstance(store.config, dict) else {}
+    task = config.get("task") or {}
+    train = task.get("train") or {}
+    dataset = dict(store.attrs.get("dataset") or config.get("dataset") or {})
+    sched = config.get("scheduler") or {}
+    opt = config.get("optimizer") or {}
+    betas = opt.get("betas") or [0.9, 0.999]
+    cfg = {
+        "task": "image", "seeds": list(task.get("seeds") or [0]),
+        "train": {"start_idx": 0, "end_idx": len(store), "num_steps": train.get("num_steps"),
+                  "masked_portion": train.get("masked_portion", 1.0), "multi_gpu": False,
+                  "train_to_target_psnr": train.get("target"), "check_every": train.get("check_every", 10),
+                  "fixed_init": train.get("fixed_init", True), "from_meta_init": train.get("init") == "meta"},
+        "dataset": {"name": dataset.get("name"), "path": dataset.get("path"),
+                    "out_channels": int(nef["out_features"])},
+        "scheduler": {"name": "constant_schedule", "params": {"value": sched.get("value")}}
+        if str(sched.get("_target_", "")).endswith("Constant") else {"name": sched.get("_target_"), "params": sched},
+        "optimizer": {"name": str(opt.get("_target_", "torch.optim.Adam")).rsplit(".", 1)[-1].lower(),
+                      "params": {"b1": betas[0], "b2": betas[1], "eps": opt.get("eps", 1e-8)}},
+        # not fit-a-nef's: what decodes these files (fit-a-nef takes its own per-dataset statistics)
+        "fitnef": {"store": str(store.path), "shape": store.modality_info.get("shape"),
+                   "pixels": {"mean": store.modality_info.get("mean"), "std": store.modality_info.get("std")}},
+    }
+    return {"name": kind, "params": params}, cfg
+
+
 def export_fit_a_nef(store, folder, rows_per_file: Optional[int] = None) -> List[Path]:
-    """The store's done rows as fit-a-nef files, one per contiguous run of at most ``rows_per_file``."""
+    """The store's done rows as fit-a-nef files, one per contiguous run of at most ``rows_per_file``,
+    with ``nef.json`` and ``cfg.json`` beside them."""
     h5py = _h5py()
     pairs = flax_names(store.attrs["nef"])
     shapes = dict(zip(store.layout.names, store.layout.shapes))
@@ -201,6 +252,9 @@ def export_fit_a_nef(store, folder, rows_per_file: Optional[int] = None) -> List
                 text[0] = json.dumps(config)
                 f.create_dataset("labels", data=labels[rows])
             written.append(path)
+    nef_json, cfg_json = fit_a_nef_configs(store)
+    (folder / "nef.json").write_text(json.dumps(nef_json))
+    (folder / "cfg.json").write_text(json.dumps(cfg_json))
     return written
 
 

@@ -2,7 +2,9 @@
 
 Conventions follow fit-a-nef: coordinates on linspace(-1, 1) with coords[..., 0] the column (x)
 and coords[..., 1] the row (y) of a row-major flattened image; pixels standardised by the dataset's
-per-channel mean/std for training; metrics on the [0, 1] scale, reconstructions clamped to it.
+per-channel mean/std for training (the data's own, or ``task.pixels``: a NeF then fits
+(pixel - mean) / std, so mean 0.5 / std 1 is DWSNets' "linear output + 0.5" and 0.5 / 0.5 NFN's [-1, 1]
+images, exactly in their parameterisation); metrics on the [0, 1] scale, reconstructions clamped to it.
 """
 
 import numpy as np
@@ -52,7 +54,16 @@ class ImageModality:
         if task_cfg is not None and not 0 < float(task_cfg.train.masked_portion) <= 1:
             raise FitnefError(f"task.train.masked_portion={task_cfg.train.masked_portion}: must be in (0, 1]")
         signals = getattr(data, "signals", None)
-        return cls(data.images if signals is None else signals)
+        source = data.images if signals is None else signals
+        pixels = task_cfg.get("pixels") if task_cfg is not None else None
+        if not pixels:
+            return cls(source)
+        channels = source.shape[-1]
+        mean, std = list(pixels.mean), list(pixels.std)
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise FitnefError(f"task.pixels: mean={mean}, std={std}: need {channels} values each (one per channel "
+                              f"of the images), std > 0")
+        return cls(source, mean, std)
 
     @property
     def images(self) -> np.ndarray:

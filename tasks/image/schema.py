@@ -1,5 +1,6 @@
 """Types of task=image's own keys (defaults: conf/task/image.yaml)."""
 from dataclasses import dataclass, field
+from typing import List, Optional
 
 from omegaconf import MISSING
 
@@ -17,6 +18,15 @@ class ImageLogConfig(LogConfig):
 
 
 @dataclass
+class PixelsConfig:
+    mean: List[float] = MISSING   # per channel, on [0, 1]
+    std: List[float] = MISSING
+
+
+@dataclass
 class ImageTaskConfig(TaskConfig):
     train: ImageTrainConfig = field(default_factory=ImageTrainConfig)
     log: ImageLogConfig = field(default_factory=ImageLogConfig)
+    # Absent unless a recipe sets it (conf/experiment/), so stores fitted before it keep their identity:
+    # the NeF fits (pixel - mean) / std with these instead of the dataset's own statistics.
+    pixels: Optional[PixelsConfig] = None
