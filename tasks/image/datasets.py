@@ -263,14 +263,14 @@ class _MNISTFamily(Downloadable):
             files = [folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"]
             try:
                 ds = cls(root=str(self.root), train=train, download=False)
-            except Exception:  # noqa: BLE001 - find the file torchvision could not read
+            except Exception as first:  # noqa: BLE001 - find the file torchvision could not read
                 for f, reader in zip(files, (read_image_file, read_label_file)):
                     try:
                         reader(str(f))
                     except Exception as err:  # noqa: BLE001
                         raise self._bad_file(f, f"not an IDX file torchvision can read (bad magic number, or "
                                                 f"truncated: {type(err).__name__} {err})".rstrip()) from None
-                raise
+                raise self._bad_file(f"{files[0]}, {files[1]}", f"{type(first).__name__}: {first}") from None
             if len(ds.data) != len(ds.targets):
                 raise self._bad_file(files[0], f"{len(ds.data)} images but {len(ds.targets)} labels")
             images.append(ds.data.numpy())
