@@ -323,6 +323,8 @@ def test_imagenet_labels_by_sorted_wnid(data_path, layout):
     data = D.ImageNet(name="ImageNet", path=".", resolution=4).load()
     assert data.images.shape == (4, 4, 4, 3) and data.images.dtype == np.uint8
     np.testing.assert_array_equal(data.labels, [0, 0, 1, 1])
+    assert (data_path / layout / ".fitnef").is_dir()        # the cached statistics are no class of their own
+    np.testing.assert_array_equal(D.ImageNet(name="ImageNet", path=".", resolution=4).load().labels, [0, 0, 1, 1])
     expected = [(77, 77, 77), (7, 8, 9), (4, 5, 6), (1, 2, 3)]  # n01/y, n01/z, n02/a, n02/b
     for img, color in zip(data.images, expected):
         np.testing.assert_array_equal(img, np.broadcast_to(color, (4, 4, 3)))

@@ -164,3 +164,32 @@ def test_cifar10_archive_from_a_mirror_is_unpacked_in_torchvisions_layout(data_p
         assert len(mirror.requests) == before > 0
     finally:
         mirror.close()
+
+
+def test_tinyimagenet_zip_from_a_mirror_as_fit_a_nef_downloads_it(data_path, monkeypatch):
+    import zipfile
+
+    from PIL import Image
+
+    buf, arrays = io.BytesIO(), []
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("tiny-imagenet-200/wnids.txt", "n02\nn01\n")
+        for k, wnid in enumerate(["n01", "n02"]):
+            arr = RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            png = io.BytesIO()
+            Image.fromarray(arr).save(png, format="PNG")
+            z.writestr(f"tiny-imagenet-200/train/{wnid}/images/{wnid}_0.JPEG", png.getvalue())
+            arrays.append(arr)
+    archive = buf.getvalue()
+    monkeypatch.setattr(D.TinyImageNet, "MD5", hashlib.md5(archive).hexdigest())
+    mirror = Mirror({"tiny-imagenet-200.zip": archive})
+    try:
+        data = D.TinyImageNet(name="TinyImageNet", path=".", mirror=mirror.url).load()
+        np.testing.assert_array_equal(data.images, np.stack(arrays))
+        np.testing.assert_array_equal(data.labels, [0, 1])
+        assert (data_path / "tiny-imagenet-200" / "train" / "n01").is_dir()
+        before = len(mirror.requests)
+        D.TinyImageNet(name="TinyImageNet", path=".", mirror=mirror.url).load()
+        assert len(mirror.requests) == before > 0
+    finally:
+        mirror.close()

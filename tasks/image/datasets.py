@@ -263,14 +263,14 @@ class _MNISTFamily(Downloadable):
             files = [folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"]
             try:
                 ds = cls(root=str(self.root), train=train, download=False)
-            except Exception:  # noqa: BLE001 - find the file torchvision could not read
+            except Exception as first:  # noqa: BLE001 - find the file torchvision could not read
                 for f, reader in zip(files, (read_image_file, read_label_file)):
                     try:
                         reader(str(f))
                     except Exception as err:  # noqa: BLE001
                         raise self._bad_file(f, f"not an IDX file torchvision can read (bad magic number, or "
                                                 f"truncated: {type(err).__name__} {err})".rstrip()) from None
-                raise
+                raise self._bad_file(f"{files[0]}, {files[1]}", f"{type(first).__name__}: {first}") from None
             if len(ds.data) != len(ds.targets):
                 raise self._bad_file(files[0], f"{len(ds.data)} images but {len(ds.targets)} labels")
             images.append(ds.data.numpy())
@@ -469,7 +469,7 @@ class ImageNet(ImageDataset):
         self.split = split
 
     def _open(self) -> ImageSignals:
-        from torchvision.datasets.folder import find_classes, make_dataset
+        from torchvision.datasets.folder import make_dataset
 
         resolution = self._check_resolution(self.resolution)
         split = self._check_choice("split", self.split, self._SPLITS)
@@ -477,8 +477,10 @@ class ImageNet(ImageDataset):
         folder = next((c for c in candidates if c.is_dir()), None)
         samples = []
         if folder is not None:
-            try:
-                _, class_to_idx = find_classes(str(folder))
+            try:  # torchvision's find_classes, but hidden folders (our .fitnef cache among them) are no class
+                with os.scandir(folder) as entries:
+                    classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+                class_to_idx = {c: i for i, c in enumerate(classes)}
                 samples = make_dataset(str(folder), class_to_idx, extensions=_PHOTO_EXTENSIONS, allow_empty=True)
             except FileNotFoundError:
                 samples = []
@@ -731,8 +733,11 @@ class TorchvisionDataset(ImageDataset):
             return conform(img, f"{cls.__name__} item {k}", record)
 
         key = listing_key([], name=cls.__name__, kwargs=repr(sorted(self.kwargs.items())), items=n,
-                          resolution=resolution, crop=crop, out_channels=self.out_channels)
-        return self._lazy(labels, decode, describe, key, self.root if self.root.is_dir() else None)
+                          resolution=resolution, crop=crop, out_channels=self.out_channels,
+                          root=str(self.root.absolute()))
+        # cached under the user's cache folder, not in the root: a class that lists the root's folders (ImageFolder,
+        # DatasetFolder) would take a .fitnef folder there for a class
+        return self._lazy(labels, decode, describe, key, None)
 
     def _image_of(self, ds, k: int, cls) -> Image.Image:
         try:
