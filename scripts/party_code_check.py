@@ -125,19 +125,24 @@ def check_arena(repo, store, folder):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for name in ("dwsnets", "nfn", "arena", "stores", "out"):
+    for name in ("dwsnets", "nfn", "arena"):
+        ap.add_argument(f"--{name}", type=Path, help=f"checkout of {name}'s repository (left out: not checked)")
+    for name in ("stores", "out"):
         ap.add_argument(f"--{name}", type=Path, required=True)
     a = ap.parse_args(argv)
     from nefs import open_store
 
-    dws = open_store(a.stores / "dws")
-    for layout, sub in (("mnist", "mnist-inrs"), ("fmnist", "fmnist_inrs")):
-        n, worst = check_dwsnets(a.dwsnets, dws, a.out / sub, layout)
-        print(f"DWSNets {layout}: INRImageDataset rendered {n} INRs, max |PSNR - stored| {worst:.5f} dB")
-    n, worst = check_nfn(a.nfn, open_store(a.stores / "nfn"), a.out / "siren_mnist_wts")
-    print(f"NFN mnist: SirenDataset + Siren rendered {n} INRs, max |PSNR - stored| {worst:.5f} dB")
-    n, worst = check_arena(a.arena, open_store(a.stores / "arena"), a.out / "MNIST" / "SIREN")
-    print(f"arena mnist: ClassificationNeFDataset read {n} NeFs, max |PSNR - stored| {worst:.5f} dB")
+    if a.dwsnets:
+        dws = open_store(a.stores / "dws")
+        for layout, sub in (("mnist", "mnist-inrs"), ("fmnist", "fmnist_inrs")):
+            n, worst = check_dwsnets(a.dwsnets, dws, a.out / sub, layout)
+            print(f"DWSNets {layout}: INRImageDataset rendered {n} INRs, max |PSNR - stored| {worst:.5f} dB")
+    if a.nfn:
+        n, worst = check_nfn(a.nfn, open_store(a.stores / "nfn"), a.out / "siren_mnist_wts")
+        print(f"NFN mnist: SirenDataset + Siren rendered {n} INRs, max |PSNR - stored| {worst:.5f} dB")
+    if a.arena:
+        n, worst = check_arena(a.arena, open_store(a.stores / "arena"), a.out / "MNIST" / "SIREN")
+        print(f"arena mnist: ClassificationNeFDataset read {n} NeFs, max |PSNR - stored| {worst:.5f} dB")
 
 
 if __name__ == "__main__":
