@@ -1,7 +1,7 @@
 """Check exported INR datasets with the parties' own code (their repositories checked out beside, not imported
 by fitnef): DWSNets' INRImageDataset renders its folder, NFN's SirenDataset and Siren load and render theirs,
 the arena's ClassificationNeuralMNIST loads the fit-a-nef files; each image's PSNR is compared with the
-store's. Modules their imports need but these classes never use (rff, absl, functorch) are stubbed.
+store's. Modules their imports need but these classes never use (rff, absl, functorch; pandas, einops, jax if absent) are stubbed.
 
     python -m scripts.party_code_check --dwsnets /tmp/real/dws --nfn /tmp/real/nfn --arena /tmp/real/arena \\
         --stores /tmp/real/stores --out /tmp/real/out
@@ -21,7 +21,10 @@ import torch
 
 
 def _stub(name, **attrs):
+    import importlib.machinery
+
     mod = types.ModuleType(name)
+    mod.__spec__ = importlib.machinery.ModuleSpec(name, None)   # torch's import scans want one
     mod.__dict__.update(attrs)
     sys.modules[name] = mod
     return mod
@@ -67,6 +70,14 @@ def check_dwsnets(repo, store, folder, layout):
 
 def check_nfn(repo, store, folder):
     _stub("functorch", make_functional=None, vmap=torch.vmap)
+    try:
+        import pandas  # noqa: F401  (data_utils imports it for ZooDataset only)
+    except ImportError:
+        _stub("pandas")
+    try:
+        import einops  # noqa: F401  (nfn's layers, imported by nfn/__init__, use it; SirenDataset does not)
+    except ImportError:
+        _stub("einops", rearrange=None), _stub("einops.layers"), _stub("einops.layers.torch", Rearrange=torch.nn.Identity)
     sys.path.insert(0, str(repo))
     from experiments.data_utils import SirenDataset   # NFN's own
     from experiments.siren_utils import SIREN_kwargs, Siren, get_mgrid
@@ -95,7 +106,14 @@ def check_nfn(repo, store, folder):
 def check_arena(repo, store, folder):
     absl = _stub("absl")
     absl.logging = _stub("absl.logging", info=print, warning=print)
-    absl.app, absl.flags = _stub("absl.app"), _stub("absl.flags")
+    noop = lambda name: (lambda *a, **k: None)  # noqa: E731  absl's flag definitions at import: nothing to do
+    absl.app, absl.flags = _stub("absl.app", __getattr__=noop), _stub("absl.flags", __getattr__=noop)
+    try:
+        import jax  # noqa: F401  (its transforms name jax types in annotations; the loader does not use jax)
+    except ImportError:
+        jax = _stub("jax")
+        jax.numpy = _stub("jax.numpy", ndarray=np.ndarray)
+        jax.random = _stub("jax.random", PRNGKey=object)
     sys.path.insert(0, str(repo))
     from neural_dataset.classification_neural_datasets import ClassificationNeFDataset  # the arena's own
 
@@ -125,19 +143,24 @@ def check_arena(repo, store, folder):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for name in ("dwsnets", "nfn", "arena", "stores", "out"):
+    for name in ("dwsnets", "nfn", "arena"):
+        ap.add_argument(f"--{name}", type=Path, help=f"checkout of {name}'s repository (left out: not checked)")
+    for name in ("stores", "out"):
         ap.add_argument(f"--{name}", type=Path, required=True)
     a = ap.parse_args(argv)
     from nefs import open_store
 
-    dws = open_store(a.stores / "dws")
-    for layout, sub in (("mnist", "mnist-inrs"), ("fmnist", "fmnist_inrs")):
-        n, worst = check_dwsnets(a.dwsnets, dws, a.out / sub, layout)
-        print(f"DWSNets {layout}: INRImageDataset rendered {n} INRs, max |PSNR - stored| {worst:.5f} dB")
-    n, worst = check_nfn(a.nfn, open_store(a.stores / "nfn"), a.out / "siren_mnist_wts")
-    print(f"NFN mnist: SirenDataset + Siren rendered {n} INRs, max |PSNR - stored| {worst:.5f} dB")
-    n, worst = check_arena(a.arena, open_store(a.stores / "arena"), a.out / "MNIST" / "SIREN")
-    print(f"arena mnist: ClassificationNeFDataset read {n} NeFs, max |PSNR - stored| {worst:.5f} dB")
+    if a.dwsnets:
+        dws = open_store(a.stores / "dws")
+        for layout, sub in (("mnist", "mnist-inrs"), ("fmnist", "fmnist_inrs")):
+            n, worst = check_dwsnets(a.dwsnets, dws, a.out / sub, layout)
+            print(f"DWSNets {layout}: INRImageDataset rendered {n} INRs, max |PSNR - stored| {worst:.5f} dB")
+    if a.nfn:
+        n, worst = check_nfn(a.nfn, open_store(a.stores / "nfn"), a.out / "siren_mnist_wts")
+        print(f"NFN mnist: SirenDataset + Siren rendered {n} INRs, max |PSNR - stored| {worst:.5f} dB")
+    if a.arena:
+        n, worst = check_arena(a.arena, open_store(a.stores / "arena"), a.out / "MNIST" / "SIREN")
+        print(f"arena mnist: ClassificationNeFDataset read {n} NeFs, max |PSNR - stored| {worst:.5f} dB")
 
 
 if __name__ == "__main__":

@@ -175,3 +175,32 @@ def test_a_nef_the_format_cannot_hold_is_one_line(compose, tmp_path, capsys):
     sd = torch.load(tmp_path / "folded" / f"randinit_smaller_{store.labels[0]}s" / "net0.pth")
     ours = (store.reconstruct([0])[0] * 2 - 1).clamp(-1, 1)
     assert torch.allclose(parties.nfn_render(sd, (28, 28, 1)).clamp(-1, 1), ours, atol=1e-4)
+
+
+def test_siren_variants_draw_the_parties_initialisations():
+    import math
+
+    from nefs import SIREN
+
+    def drawn(**kw):
+        m = SIREN(hidden_dim=32, omega_0=30.0, **kw)
+        m.reset_parameters(torch.Generator().manual_seed(0))
+        return {n: p.detach() for n, p in m.named_parameters()}
+
+    hidden = math.sqrt(6 / 32) / 30
+    dws = drawn(first_init="hidden", bias_init="zeros", output_init="torch")     # DWSNets nn/inr.py
+    assert math.sqrt(6 / 2) / 30 * 0.9 < dws["layers.0.weight"].abs().max() <= math.sqrt(6 / 2) / 30
+    assert 0.9 * hidden < dws["layers.1.weight"].abs().max() <= hidden
+    assert not dws["layers.0.bias"].any() and not dws["layers.1.bias"].any()
+    assert 0.8 / math.sqrt(32) < dws["output.weight"].abs().max() <= 1 / math.sqrt(32) and dws["output.bias"].any()
+    nfn = drawn(first_init="siren", bias_init="torch", output_init="siren")      # NFN siren_utils.py
+    assert 0.45 < nfn["layers.0.weight"].abs().max() <= 0.5
+    assert 0.5 < nfn["layers.0.bias"].abs().max() <= 1 / math.sqrt(2)
+    assert nfn["layers.1.bias"].abs().max() <= 1 / math.sqrt(32) and nfn["output.weight"].abs().max() <= hidden
+    with pytest.raises(FitnefError, match="nef.output_init='zero'"):
+        SIREN(output_init="zero")
+
+
+def test_pixels_of_the_wrong_length_are_one_line(compose, tmp_path):
+    with pytest.raises(FitnefError, match="task.pixels: .* need 1 values each"):
+        fit(compose(*QUICK, "task.train.end_idx=2", "+task.pixels={mean:[0.5,0.5],std:[1,1]}", nef_dir=tmp_path / "s"))

@@ -39,9 +39,9 @@ from .modality import ImageModality
 # each party's image from its INR's raw output L: image01 = scale * L + shift
 PARTIES = {
     "dwsnets": {"scale": 1.0, "shift": 0.5, "omega_0": 30.0, "recipe": "experiment=dwsnets_mnist",
-                "pixels": "task.pixels.mean=[0.5] task.pixels.std=[1.0]"},
+                "pixels": "+task.pixels='{mean:[0.5],std:[1.0]}'"},
     "nfn": {"scale": 0.5, "shift": 0.5, "omega_0": 30.0, "recipe": "experiment=nfn_mnist",
-            "pixels": "task.pixels.mean=[0.5] task.pixels.std=[0.5]"},
+            "pixels": "+task.pixels='{mean:[0.5],std:[0.5]}'"},
 }
 DWSNETS_LAYOUTS = ("mnist", "fmnist")
 # images in the train part of each dataset's train + test order (DWSNets' training/testing folders)
