@@ -57,6 +57,7 @@ def test_tones_are_seeded_signals_in_range():
     assert np.abs(a.signals).max() <= 1 and list(a.labels[:7]) == [0, 1, 2, 3, 4, 5, 0]
 
 
+@pytest.mark.slow
 def test_fit_an_audio_dataset_and_use_the_store(compose, tmp_path):
     summary = fit(compose(*SMALL))
     assert summary.fitted == 12 and summary.metric == "psnr" and summary.metric_mean > 25

@@ -39,6 +39,7 @@ def test_nef_alone_equals_nef_in_chunk(modality, masked):
     assert torch.allclose(alone.metric[0], chunk.metric[3], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_fitting_improves_psnr(modality):
     short = _fit(modality, range(8), steps=2)
     long = _fit(modality, range(8), steps=120)
@@ -53,6 +54,7 @@ def test_compiled_step_matches_eager(modality):
         assert torch.allclose(eager.params[k], comp.params[k], atol=1e-4), k
 
 
+@pytest.mark.slow
 def test_early_stop_freezes_each_nef_at_its_own_step(modality):
     free = _fit(modality, range(8), steps=150)
     target = float(free.metric.median())
@@ -74,6 +76,7 @@ def test_warmup_cosine_schedule_shape():
     assert Constant(3e-4)(123) == 3e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps,check", [(120, 5), (63, 10)])
 def test_continuous_batching_equals_stopping_per_chunk(modality, steps, check):
     """Slots refilled mid-run (per-slot Adam state) give each NeF exactly its solo result."""

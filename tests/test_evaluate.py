@@ -47,6 +47,7 @@ def labelled_store(path, rows=200, classes=4, metric=None):
     return make_store(path, rows=rows, seeds=2, classes=classes, chunk=64, params=params, metric=metric)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classifier", ["mlp", "invariant"])
 def test_evaluate_learns_labels_and_writes_its_files(tmp_path, classifier):
     from tasks.evaluate import run

@@ -26,6 +26,7 @@ def _params(path):
     return np.asarray(s.params[:]), s.done
 
 
+@pytest.mark.slow
 def test_default_job_fits_digits_into_a_store(compose, tmp_path):
     summary = fit(compose(*QUICK, "task.train.end_idx=20", "task.train.num_parallel_nefs=8"))
     assert summary.fitted == 20 and summary.total == 1797 and summary.total_done == 20
@@ -38,6 +39,7 @@ def test_default_job_fits_digits_into_a_store(compose, tmp_path):
     assert "torch" in dict(s.group.attrs["versions"])
 
 
+@pytest.mark.slow
 def test_index_scheme_seeds_times_signals(compose, tmp_path):
     fit(compose(*QUICK, "task.seeds=[3,4]", "task.train.start_idx=1795", "task.train.end_idx=1799"))
     s = open_store(tmp_path / "store")
@@ -73,6 +75,7 @@ def test_reconstruct_reproduces_stored_psnr(compose, tmp_path):
     assert np.allclose(psnr(rec, gt).numpy(), s["psnr"][:6], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_rerun_resumes_and_changed_config_is_refused(compose, tmp_path):
     first = fit(compose(*QUICK, "task.train.end_idx=10"))
     assert first.fitted == 10

@@ -26,6 +26,7 @@ def modality():
     return ImageModality(np.stack(imgs)[..., None].astype(np.uint8))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm,first_order,inner", [
     ("maml", False, "sgd"), ("maml", True, "sgd"), ("reptile", False, "sgd"), ("maml", False, "adam"),
     ("reptile", False, "adam")])

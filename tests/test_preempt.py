@@ -192,6 +192,7 @@ def _preempted_state(tmp_path, monkeypatch, *overrides) -> dict:
     return torch.load(tmp_path / "a" / ".inflight" / "0-32.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_mismatching_in_flight_state_is_ignored_with_a_warning(tmp_path, monkeypatch, reference, caplog):
     state = _preempted_state(tmp_path, monkeypatch)
     other = {**state, "identity": {**state["identity"], "task": {**state["identity"]["task"], "seeds": [7]}}}
@@ -218,6 +219,7 @@ def test_mismatching_in_flight_state_is_ignored_with_a_warning(tmp_path, monkeyp
     shutil.rmtree(tmp_path / "a")
 
 
+@pytest.mark.slow
 def test_a_launchers_own_handler_runs_after_the_state_is_saved(tmp_path, monkeypatch, reference):
     """submitit's checkpoint-and-requeue handler (here a stand-in on SIGUSR1) is chained, not replaced."""
     store, calls = tmp_path / "s", []
@@ -240,6 +242,7 @@ def test_a_launchers_own_handler_runs_after_the_state_is_saved(tmp_path, monkeyp
     assert np.abs(np.asarray(open_store(store).params[:32]) - reference["fixed"][0][:32]).max() <= 1e-6
 
 
+@pytest.mark.slow
 def test_an_in_flight_state_saved_before_a_key_was_added_resumes(tmp_path, monkeypatch, reference, caplog):
     """A state saved before task.train.matmul_precision entered the identity is read as fp32 (tasks/identity.py
     IMPLICIT_KEYS, through upgrade_identity): the rerun resumes it; without the table it would be ignored, naming the key."""
