@@ -19,7 +19,6 @@ short burst from a shell does not flip the count). Not measured when a cgroup qu
 affinity mask, limits the CPUs: the mask's other CPUs then belong to other jobs.
 """
 import logging
-import math
 import os
 import time
 from pathlib import Path

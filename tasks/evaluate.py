@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nefs.errors import FitnefError
 
 from .entry import command
 

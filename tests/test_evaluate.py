@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nefs import SIREN, open_store
+from nefs import SIREN
 from nefs.classifiers import FlatMLP, NeuronSets
 from nefs.errors import FitnefError
 from nefs.modality import Metric

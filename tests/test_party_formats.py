@@ -161,7 +161,7 @@ def test_arena_mnist_export_reads_as_the_arena_loads_it(compose, tmp_path, digit
 
 
 def test_a_nef_the_format_cannot_hold_is_one_line(compose, tmp_path, capsys):
-    fit(compose(*QUICK, "nef=mlp", f"task.train.end_idx=4", nef_dir=tmp_path / "mlp"))
+    fit(compose(*QUICK, "nef=mlp", "task.train.end_idx=4", nef_dir=tmp_path / "mlp"))
     for fmt in ("dwsnets", "nfn"):
         with pytest.raises(SystemExit):
             export_nefs.main([fmt, str(tmp_path / "mlp"), str(tmp_path / fmt)])

@@ -136,7 +136,7 @@ def test_status_while_running_then_scancel_and_resubmit(cluster, reference, tmp_
             launcher.kill()
             launcher.wait()
     # status, while the shards ran: the four shard ranges with their own counts, adding up to the total
-    total = int(re.search(rf": (\d+)/1797 done", st).group(1))
+    total = int(re.search(r": (\d+)/1797 done", st).group(1))
     shards = re.findall(r"^\s+(\d)\s+\[(\d+), (\d+)\)\s+(\d+)/(\d+)", st, re.M)
     assert [(int(k), int(lo), int(hi)) for k, lo, hi, _, _ in shards] == [(k, 16 * k, 16 * k + 16) for k in range(4)]
     assert sum(int(d) for *_, d, _ in shards) == total and 0 < total

@@ -34,7 +34,6 @@ them (only kmeans/nmi do). If those packages are missing, inert stub modules are
 sys.modules before importing fit_a_nef; any use of them raises.
 """
 import argparse
-import importlib.util
 import json
 import os
 import sys

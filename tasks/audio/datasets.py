@@ -6,7 +6,6 @@ As with images, problems with the user's data are one-line ``FitnefError``s rais
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
