@@ -304,17 +304,20 @@ class ChosenStep:
 
     def _first_call(self, args):
         if len(self.cands) == 1:
-            self.choice = self._only(args)
+            self.choice, out = self._only(args)   # the first step's own result: no step computed twice
         else:
             self.choice = self._measured(args)
+            out = self.choice.fn(*args)
         self._announce()
-        return self.choice.fn(*args)
+        return out
 
-    def _only(self, args) -> Choice:
+    def _only(self, args) -> tuple:
+        """(the one candidate, its result on ``args``); a kernel that cannot compile on this GPU says so, in
+        one line."""
         cand = self.cands[0]
         try:
             fn = cand.build()
-            fn(*args)   # a kernel that cannot compile on this GPU says so now, in one line
+            out = fn(*args)
         except torch.cuda.OutOfMemoryError:
             raise
         except FitnefError:
@@ -324,7 +327,7 @@ class ChosenStep:
                 raise FitnefError(f"task.train.kernel=fused: the kernel failed ({type(e).__name__}: "
                                   f"{str(e)[:200]}); use task.train.kernel=torch") from None
             raise
-        return Choice(cand.name, fn)
+        return Choice(cand.name, fn), out
 
     def _measured(self, args) -> Choice:
         settings = self.settings
