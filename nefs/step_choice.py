@@ -1,4 +1,5 @@
-"""The one place that chooses how the per-NeF gradients are computed, by measuring where there is a choice.
+"""The one place that chooses how the per-NeF gradients are computed, by measuring where there is a choice
+(its decisions kept by nefs/step_cache.py).
 
 Candidates: the fused Triton step (nefs/fused) at its tile table's choice and that tile's neighbours (half and twice the
 points or the warps), the
@@ -14,11 +15,8 @@ the next run of that shape starts at once. With one candidate (a CPU, or a force
 The choice is a run-only matter: every candidate computes the same gradients within the precision's
 tolerance, so the NeFs do not depend on which one wins.
 """
-import json
 import logging
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -29,6 +27,7 @@ import torch
 from torch.func import functional_call, grad_and_value
 
 from .errors import FitnefError
+from .step_cache import ChoiceCache, cache_key
 from .fused.select import why_not
 from .fused.spec import describe
 from .fused.step import FusedGrad, default_tile, neighbour_tiles   # Triton loads when a kernel is first built
@@ -75,12 +74,6 @@ class StepSettings:
     matmul_precision: str = "highest"
     cache: Optional[Path] = None            # JSON file of earlier decisions; None: no cache
     timed_steps: int = 3                    # steps timed per candidate
-
-
-def default_cache_file() -> Path:
-    """``$XDG_CACHE_HOME/fitnef/step_choice.json`` (``~/.cache`` when unset), as the XDG spec says."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fitnef" / "step_choice.json"
 
 
 # -- the torch step --------------------------------------------------------------------------------------------
@@ -219,61 +212,6 @@ def choose(cands: List[Candidate], args: tuple, reference: GradFn, tolerance: fl
 
 class _Disagrees(Exception):
     pass
-
-
-# -- the cache ---------------------------------------------------------------------------------------------------
-class ChoiceCache:
-    """Earlier decisions, one JSON object per key; an unreadable file is ignored (and replaced on the next write)."""
-
-    def __init__(self, path: Optional[Path]):
-        self.path = None if path is None else Path(path)
-
-    def _read(self) -> dict:
-        if self.path is None or not self.path.exists():
-            return {}
-        try:
-            data = json.loads(self.path.read_text())
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-            return data
-        except (OSError, ValueError) as e:
-            log.warning("ignoring the step-choice cache %s (%s)", self.path, str(e)[:120])
-            return {}
-
-    def get(self, key: str) -> Optional[dict]:
-        entry = self._read().get(key)
-        return entry if isinstance(entry, dict) and isinstance(entry.get("chosen"), str) else None
-
-    def put(self, key: str, entry: dict) -> None:
-        if self.path is None:
-            return
-        data = self._read()
-        data[key] = entry
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)   # a reader never sees half a file
-        except OSError as e:   # a read-only home costs the next run a measurement, nothing more
-            log.warning("cannot write the step-choice cache %s (%s)", self.path, e)
-
-
-def cache_key(template: torch.nn.Module, problem, args: tuple, settings: StepSettings,
-              cands: List[Candidate]) -> str:
-    params, coords, targets = args
-    device = next(iter(params.values())).device
-    try:
-        import triton
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return json.dumps({
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "triton": triton_version,
-        "nef": repr(template), "shapes": {k: list(v.shape) for k, v in params.items()},
-        "coords": list(coords.shape), "targets": list(targets.shape), "problem": type(problem).__name__,
-        "precision": settings.matmul_precision, "compile_mode": settings.compile_mode,
-        "candidates": [c.name for c in cands]}, sort_keys=True)
 
 
 # -- the step the engine runs ----------------------------------------------------------------------------------

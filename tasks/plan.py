@@ -30,7 +30,8 @@ from nefs.precision import resolve_matmul_precision
 from nefs.probe import choose_num_parallel
 from nefs.slots import MicroBatch
 from nefs.stack import ParamLayout, init_stacked
-from nefs.step_choice import Kernel, default_cache_file, resolve_kernel
+from nefs.step_cache import default_cache_file
+from nefs.step_choice import Kernel, resolve_kernel
 from nefs.store import NefStore
 
 from .identity import identity
