@@ -98,10 +98,12 @@ def open_run_store(plan: RunPlan):
         chunk_rows=plan.execution.chunk,
         modality={"name": cls.name, "class": locator(cls), **plan.modality.attrs()},
         nef=plan.nef_record, metric=cls.metric, versions=versions(), upgrade=upgrade_identity)
-    if plan.sharding is not None and plan.cut_at(store.chunk_rows).start_end != plan.start_end:
-        log.info("store %s was created with %d-row chunks by another shard; cutting this shard there",
-                 store.path, store.chunk_rows)
-        plan = plan.cut_at(store.chunk_rows)
+    if plan.sharding is not None and store.chunk_rows != plan.execution.chunk:
+        recut = plan.cut_at(store.chunk_rows)   # the existing store's chunks, peeked when planned, or a race
+        if recut.start_end != plan.start_end:
+            log.info("store %s was created with %d-row chunks by another shard; cutting this shard there",
+                     store.path, store.chunk_rows)
+            plan = recut
     verify_signals(store, plan.modality.signal_bytes, plan.start, plan.end, dataset_record(plan.cfg),  # same data?
                    prefetch=getattr(plan.modality, "prefetch", None))  # lazily read signals: a chunk at a time
     store.update_attrs(run_attrs(plan.cfg, plan.sharding))  # dataset location, sharding: for inspect / status

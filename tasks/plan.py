@@ -245,8 +245,9 @@ class RunPlan:
         plan, for the one case where the store was created, by a shard started beside this one, with other
         chunks than planned."""
         start, end, sharding = shard_range(self.cfg.task, *self.span, chunk_rows)
-        return dataclasses.replace(self, start=start, end=end, sharding=sharding,
-                                   pending=NefStore.peek_pending(self.cfg.task.nef_dir, start, end))
+        pending = (self.pending if (start, end) == self.start_end   # the same range: already read
+                   else NefStore.peek_pending(self.cfg.task.nef_dir, start, end))
+        return dataclasses.replace(self, start=start, end=end, sharding=sharding, pending=pending)
 
     def make(self, rows: np.ndarray):
         """(initial params, problem) of NeF rows ``rows`` on the plan's device."""
@@ -295,7 +296,8 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     if learned is not None:  # the init's content, not its path, is what the NeFs depend on
         ident["task"]["train"]["meta_init_sha256"] = learned.sha256
     # this shard's work before its range is cut at chunk boundaries: what compiling and probing are sized by
-    rough = NefStore.peek_pending(cfg.task.nef_dir, *shard_range(cfg.task, *span)[:2])
+    lo, hi = shard_range(cfg.task, *span)[:2]
+    rough = NefStore.peek_pending(cfg.task.nef_dir, lo, hi)
     execution = Execution(device=device, chunk=chunk or 0, micro_batch=micro_batch(tr.micro_batch, device),
                           compile=resolve_compile(tr.compile, device, len(rough) * int(tr.num_steps), layout.size),
                           kernel=resolve_kernel(tr.kernel, template, device), continuous=bool(tr.continuous),
@@ -304,7 +306,7 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     nef_record = {**OmegaConf.to_container(cfg.nef, resolve=True),  # all build_model() needs
                   "in_features": modality.in_features, "out_features": modality.out_features}
     draft = RunPlan(cfg=cfg, modality=modality, labels=np.asarray(labels), template=template, layout=layout,
-                    seeds=seeds, span=span, start=span[0], end=span[1], total=total, sharding=None,
+                    seeds=seeds, span=span, start=lo, end=hi, total=total, sharding=None,
                     optimizer=optimizer, schedule=schedule, learned=learned, identity=ident, pending=rough,
                     execution=execution, nef_record=nef_record)
     if chunk is None:   # num_parallel_nefs=auto: probed with the engine's own step, before the store exists
