@@ -23,7 +23,7 @@ import torch
 from .chunks import fit_chunk
 from .inflight import InFlight, LoopState
 from .modality import Metric, Params, Problem  # noqa: F401  (Problem: the protocol chunks follow)
-from .precision import resolve_matmul_precision
+from .precision import MatmulPrecision, resolve_matmul_precision
 from .slots import CPU_CACHE_BYTES, ChunkResult, MicroBatch, assign_rows, cache_sized_batch, sync, take_rows  # noqa: F401
 from .stack import stacked_forward
 from .step_choice import ChosenStep, Kernel, StepSettings
@@ -45,7 +45,7 @@ class ChunkFitter:
     def __init__(self, template: torch.nn.Module, optimizer: Callable, schedule: Callable[[int], float],
                  num_steps: int, check_every: int = 10, target: Optional[float] = None, compile: bool = True,
                  micro_batch: Optional[int] = None, on_step: Optional[Callable] = None,
-                 metric: Optional[Metric] = None, kernel: str = "torch", matmul_precision: str = "highest",
+                 metric: Optional[Metric] = None, kernel: str = "torch", matmul_precision="highest",
                  compile_mode: Optional[str] = None, step_cache=None):
         self.template = template
         self.optimizer = optimizer
@@ -78,7 +78,7 @@ class ChunkFitter:
         return self.step_settings.kernel
 
     @property
-    def matmul_precision(self) -> str:
+    def matmul_precision(self) -> MatmulPrecision:
         return self.step_settings.matmul_precision
 
     # -- the step --------------------------------------------------------------------------------

@@ -20,48 +20,63 @@ What each step does with it:
 The setting is part of a store's identity (tasks/identity.py): it changes the NeFs slightly.
 """
 import contextlib
+from enum import StrEnum
 
 import torch
 
 from .errors import FitnefError
 
-# torch's name -> the fused kernel's PREC
-KERNEL_PRECISION = {"highest": "ieee", "high": "tf32", "medium": "bf16"}
-INPUTS = {"highest": "fp32", "high": "tf32", "medium": "bf16"}
+
+class MatmulPrecision(StrEnum):
+    """``task.train.matmul_precision``, in torch's names (a ``str``: it goes to torch as it is)."""
+
+    HIGHEST = "highest"   # fp32 inputs
+    HIGH = "high"         # tf32 inputs
+    MEDIUM = "medium"     # bf16 inputs
+
+    @property
+    def inputs(self) -> str:
+        """The matmul inputs' format, as a person says it."""
+        return {"highest": "fp32", "high": "tf32", "medium": "bf16"}[self.value]
+
+    @property
+    def kernel(self) -> str:
+        """The fused kernel's ``PREC`` (tl.dot's input_precision)."""
+        return {"highest": "ieee", "high": "tf32", "medium": "bf16"}[self.value]
 
 
-def resolve_matmul_precision(setting) -> str:
+def resolve_matmul_precision(setting) -> MatmulPrecision:
     """The checked setting (before any store exists)."""
-    setting = str(setting)
-    if setting not in KERNEL_PRECISION:
-        raise FitnefError(f"task.train.matmul_precision={setting!r}: use highest (fp32 inputs), high (tf32) "
+    value = str(getattr(setting, "value", setting))
+    if value not in {p.value for p in MatmulPrecision}:
+        raise FitnefError(f"task.train.matmul_precision={value!r}: use highest (fp32 inputs), high (tf32) "
                           f"or medium (bf16)")
-    return setting
+    return MatmulPrecision(value)
 
 
-def precision_line(setting: str, fused: bool, device) -> str:
+def precision_line(setting: MatmulPrecision, fused: bool, device) -> str:
     """What ``setting`` means for this step on ``device``, for the log line of the chosen kernel."""
-    head = f"task.train.matmul_precision={setting}: "
+    head = f"task.train.matmul_precision={setting.value}: "
     if fused:
-        return head + f"{INPUTS[setting]} inputs to the hidden matmuls, fp32 accumulation"
+        return head + f"{setting.inputs} inputs to the hidden matmuls, fp32 accumulation"
     if torch.device(device).type == "cuda":
-        return head + ("fp32 matmuls" if setting == "highest" else "tf32 inputs to every matmul (cuBLAS), fp32 "
-                       "accumulation")
-    if setting == "highest":
+        return head + ("fp32 matmuls" if setting == MatmulPrecision.HIGHEST else "tf32 inputs to every matmul "
+                       "(cuBLAS), fp32 accumulation")
+    if setting == MatmulPrecision.HIGHEST:
         return head + "fp32 matmuls"
     return head + f"no effect on the CPU's torch step (torch's setting, {torch.get_float32_matmul_precision()}, " \
                   "left as it is)"
 
 
 @contextlib.contextmanager
-def torch_matmul_precision(setting: str, device):
+def torch_matmul_precision(setting: MatmulPrecision, device):
     """torch's float32 matmul precision set to ``setting`` while inside, on CUDA (on the CPU: only "highest"),
     and restored on the way out."""
     before = torch.get_float32_matmul_precision()
     if before == setting or (torch.device(device).type != "cuda" and setting != "highest"):
         yield
         return
-    torch.set_float32_matmul_precision(setting)
+    torch.set_float32_matmul_precision(str(setting))
     try:
         yield
     finally:
@@ -71,7 +86,7 @@ def torch_matmul_precision(setting: str, device):
 class AtPrecision:
     """A torch grad fn that runs under ``torch_matmul_precision(setting, device)``."""
 
-    def __init__(self, fn, setting: str, device):
+    def __init__(self, fn, setting: MatmulPrecision, device):
         self.fn, self.setting, self.device = fn, setting, torch.device(device)
 
     def __call__(self, *args):

@@ -69,5 +69,5 @@ def cache_key(template: torch.nn.Module, problem, args: tuple, settings,
         "torch": torch.__version__, "triton": triton_version,
         "nef": repr(template), "shapes": {k: list(v.shape) for k, v in params.items()},
         "coords": list(coords.shape), "targets": list(targets.shape), "problem": type(problem).__name__,
-        "precision": settings.matmul_precision, "compile_mode": settings.compile_mode,
+        "precision": settings.matmul_precision.value, "compile_mode": settings.compile_mode,
         "candidates": [c.name for c in cands]}, sort_keys=True)

@@ -31,7 +31,7 @@ from .step_cache import ChoiceCache, cache_key
 from .fused.select import why_not
 from .fused.spec import describe
 from .fused.step import FusedGrad, default_tile, neighbour_tiles   # Triton loads when a kernel is first built
-from .precision import KERNEL_PRECISION, AtPrecision, precision_line
+from .precision import AtPrecision, MatmulPrecision, precision_line
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def resolve_kernel(setting, template, device: torch.device) -> Kernel:
 # Relative L2 distance of a candidate's first gradients (all tensors together) to the torch step's, by the
 # run's matmul precision: fp32 sums in another order stay near 1e-6; tf32 / bf16 inputs move them by their
 # rounding (2^-11, 2^-8) times the growth through the layers (docs/performance.md, precision).
-TOLERANCE = {"highest": 1e-3, "high": 2e-2, "medium": 6e-2}
+TOLERANCE = {MatmulPrecision.HIGHEST: 1e-3, MatmulPrecision.HIGH: 2e-2, MatmulPrecision.MEDIUM: 6e-2}
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class StepSettings:
     kernel: Kernel = Kernel.TORCH
     compile: bool = False
     compile_mode: Optional[str] = None      # torch.compile's mode (e.g. reduce-overhead: a CUDA graph)
-    matmul_precision: str = "highest"
+    matmul_precision: MatmulPrecision = MatmulPrecision.HIGHEST
     cache: Optional[Path] = None            # JSON file of earlier decisions; None: no cache
     timed_steps: int = 3                    # steps timed per candidate
 
@@ -147,7 +147,7 @@ def candidates(template: torch.nn.Module, problem, batched: bool, settings: Step
 def _fused_candidates(template, problem, settings: StepSettings, neighbours: bool) -> List[Candidate]:
 
     spec, _ = describe(template)
-    loss, prec = type(problem).fused_loss, KERNEL_PRECISION[settings.matmul_precision]
+    loss, prec = type(problem).fused_loss, settings.matmul_precision.kernel
     tiles = [default_tile(spec, prec)] + (neighbour_tiles(spec, prec) if neighbours else [])
     return [Candidate(f"fused {'x'.join(map(str, tile))}",
                       lambda tile=tile: FusedGrad(spec, loss, prec, tile=tile), fused=True) for tile in tiles]

@@ -26,7 +26,7 @@ from nefs.engine import ChunkFitter
 from nefs.errors import FitnefError
 from nefs.meta import load_init
 from nefs.modality import load as load_modality_class
-from nefs.precision import resolve_matmul_precision
+from nefs.precision import MatmulPrecision, resolve_matmul_precision
 from nefs.probe import choose_num_parallel
 from nefs.slots import MicroBatch
 from nefs.stack import ParamLayout, init_stacked
@@ -192,7 +192,7 @@ class Execution:
     compile: bool
     kernel: Kernel                 # auto | fused | torch: chosen among by nefs/step_choice.py
     continuous: bool               # continuous batching (with an early-stop target)
-    matmul_precision: str = "highest"   # highest | high | medium: the step's matmul inputs (nefs/precision.py)
+    matmul_precision: MatmulPrecision = MatmulPrecision.HIGHEST   # the step's matmul inputs (nefs/precision.py)
     compile_mode: Optional[str] = None  # torch.compile's mode
     step_cache: Optional[Path] = None   # where kernel=auto remembers its measured choices
 

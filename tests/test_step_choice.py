@@ -11,6 +11,7 @@ import torch
 
 from nefs import SIREN
 from nefs.errors import FitnefError
+from nefs.precision import MatmulPrecision
 from nefs.stack import init_stacked
 from nefs.step_choice import (Candidate, ChosenStep, Kernel, StepSettings, candidates, gradient_gap,
                               torch_grad_fn)
@@ -49,8 +50,8 @@ def _raises(*args):
 
 def _step(template, cands, cache=None, times=None, precision="highest"):
     """A ChosenStep over ``cands`` (name -> fn) with timer ``times`` (name -> seconds), recording its calls."""
-    step = ChosenStep(template, _Problem(), False, StepSettings(kernel=Kernel.AUTO, matmul_precision=precision,
-                                                                cache=cache),
+    step = ChosenStep(template, _Problem(), False, StepSettings(kernel=Kernel.AUTO, cache=cache,
+                                                                matmul_precision=MatmulPrecision(precision)),
                       timer=lambda name, fn, args: (timed.append(name), times[name])[1])
     step.cands = [Candidate(name, lambda fn=fn: fn, fused=name.startswith("fused")) for name, fn in cands.items()]
     timed = step.timed = []
