@@ -33,11 +33,10 @@ def choose_num_parallel(fitter, make: Callable, rows: np.ndarray, device: torch.
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
             coords, targets, batched = problem.train_batch(0)
-            # the engine's own step (chosen at the first size, nefs/step_choice.py), uncompiled: compiling per
-            # probed size would cost more than it tells
-            step = fitter.grad_fn(problem, batched)
-            step(params, coords, targets)  # warm-up (the first size: the step's choice)
-            grad = step.for_probe()
+            # the engine's own step (chosen at the first size, nefs/step_choice.py); the plan hands the probe an
+            # uncompiled engine: compiling per probed size would cost more than it tells
+            grad = fitter.grad_fn(problem, batched)
+            grad(params, coords, targets)  # warm-up (the first size: the step's choice)
             torch.cuda.synchronize(device)
             t = time.perf_counter()
             for step in range(steps):

@@ -304,15 +304,6 @@ class ChosenStep:
             head += f" ({self.why_not_fused})"
         log.info("%s; %s", head, precision_line(self.settings.matmul_precision, fused, device))
 
-    def for_probe(self) -> GradFn:
-        """The chosen implementation for the chunk-size probe, uncompiled (compiling per probed size would
-        cost more than it tells; the compiled step's memory and speed follow the eager one's)."""
-        if self.choice is not None and self.choice.name == "torch compiled":
-            device = next(self.template.parameters()).device
-            return AtPrecision(torch_grad_fn(self.template, type(self.problem), self.batched),
-                               self.settings.matmul_precision, device)
-        return self
-
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":

@@ -310,8 +310,10 @@ def plan_run(cfg: DictConfig) -> RunPlan:
                     optimizer=optimizer, schedule=schedule, learned=learned, identity=ident, pending=rough,
                     execution=execution, nef_record=nef_record)
     if chunk is None:   # num_parallel_nefs=auto: probed with the engine's own step, before the store exists
-        chunk = (choose_num_parallel(build_engine(draft), draft.make, rough, device, execution.micro_batch)
-                 if len(rough) else 256)
+        # uncompiled: the probe times eager steps at sizes the run never uses, so a torch.compile there (one per
+        # kernel=auto measurement) would be thrown away; the run's engine measures its own shape, compiled too
+        prober = build_engine(dataclasses.replace(draft, execution=dataclasses.replace(execution, compile=False)))
+        chunk = choose_num_parallel(prober, draft.make, rough, device, execution.micro_batch) if len(rough) else 256
         draft = dataclasses.replace(draft, execution=dataclasses.replace(execution, chunk=chunk))
     # shards own whole chunk files: cut at the existing store's chunks, or at the chunks it will be created with
     return draft.cut_at(NefStore.peek_chunk_rows(cfg.task.nef_dir) or chunk)

@@ -166,3 +166,17 @@ def test_gradient_gap_is_relative_and_nan_is_infinitely_far():
     a = {"w": torch.tensor([3.0, 4.0])}
     assert gradient_gap({"w": torch.tensor([3.0, 4.5])}, a) == pytest.approx(0.1)
     assert gradient_gap({"w": torch.tensor([np.nan, 4.0])}, a) == float("inf")
+
+
+def test_the_chunk_probe_measures_uncompiled_steps_and_the_run_keeps_compiling(compose, monkeypatch):
+    """The probe times sizes the run never uses: a torch.compile there would be thrown away."""
+    import tasks.plan as plan_module
+
+    probed = []
+    monkeypatch.setattr(plan_module, "choose_num_parallel",
+                        lambda fitter, make, rows, device, micro_batch: probed.append(fitter) or 96)
+    plan = plan_module.plan_run(compose("device=cpu", "task.train.end_idx=8", "task.train.compile=true",
+                                        "task.train.num_parallel_nefs=auto"))
+    assert len(probed) == 1 and probed[0].step_settings.compile is False
+    assert plan.execution.compile is True and plan.execution.chunk == 96
+    assert plan_module.build_engine(plan).step_settings.compile is True
